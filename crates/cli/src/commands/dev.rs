@@ -1,0 +1,216 @@
+//! `verge dev`: build the worker in a directory and serve it locally with the
+//! real runtime, printing one line per request with its timings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use verge_manifest::Manifest;
+use verge_runtime::guest_log::LogStream;
+use verge_runtime::server::{ServeOptions, SingleWorker, serve};
+use verge_runtime::{
+    CompileSource, Limits, RequestSink, RequestSummary, Runtime, RuntimeConfig, WorkerSpec, ms,
+};
+
+use crate::build::{build, human_size};
+use crate::term::Style;
+
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// The worker's directory (where verge.toml is).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+
+    /// Address to serve on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8787", env = "VERGE_DEV_LISTEN")]
+    listen: SocketAddr,
+
+    /// Serve the last build instead of building first.
+    #[arg(long)]
+    no_build: bool,
+
+    /// Where local state (the compiled-component cache) lives [default: DIR/.verge].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+
+    /// Requests served at once; more wait up to --queue-timeout-ms, then get 503.
+    #[arg(long, default_value_t = 100)]
+    max_instances: u32,
+
+    /// How long a request waits for a free instance.
+    #[arg(long, default_value_t = 1000)]
+    queue_timeout_ms: u64,
+
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout_s: u64,
+
+    /// Allocate instances on demand instead of from a pre-reserved pool.
+    #[arg(long)]
+    no_pooling: bool,
+
+    /// Highest CPU limit (ms) a manifest may ask for.
+    #[arg(long, default_value_t = 50)]
+    max_cpu_ms: u64,
+
+    /// Highest wall limit (ms) a manifest may ask for.
+    #[arg(long, default_value_t = 30_000)]
+    max_wall_ms: u64,
+
+    /// Highest memory limit (MiB) a manifest may ask for.
+    #[arg(long, default_value_t = 128)]
+    max_memory_mib: u64,
+
+    /// Highest body limit (MiB) a manifest may ask for.
+    #[arg(long, default_value_t = 100)]
+    max_body_mib: u64,
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.dir)?;
+    let built = build(&manifest, args.no_build)?;
+    let ceilings = Limits {
+        cpu: Duration::from_millis(args.max_cpu_ms),
+        wall: Duration::from_millis(args.max_wall_ms),
+        memory: args.max_memory_mib * MIB,
+        body: args.max_body_mib * MIB,
+    };
+    let limits = manifest_limits(&manifest);
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| manifest.dir.join(".verge"));
+
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(async move {
+        let runtime = Runtime::new(RuntimeConfig {
+            ceilings,
+            max_instances: args.max_instances,
+            queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+            pooling: !args.no_pooling,
+            cache_dir: Some(data_dir.join("compiled")),
+            sink: Arc::new(DevLog { style: Style::stdout() }),
+            ..RuntimeConfig::default()
+        })?;
+        let spec = WorkerSpec {
+            name: manifest.name.clone(),
+            component: built.bytes,
+            limits,
+            vars: manifest.vars.clone().into_iter().collect(),
+            instance_reuse: manifest.limits.instance_reuse.unwrap_or(1),
+            // `verge dev` shows guest failure details in responses.
+            expose_errors: true,
+        };
+        let size = spec.component.len() as u64;
+        let (worker, source) = runtime
+            .load(spec)
+            .with_context(|| format!("cannot load worker `{}` from {}", manifest.name, built.path.display()))?;
+        let style = Style::stderr();
+        match source {
+            CompileSource::Cache => eprintln!(
+                "{} {} ({}) from the compile cache",
+                style.green("Loaded"),
+                manifest.name,
+                human_size(size)
+            ),
+            CompileSource::Compiled(took) => eprintln!(
+                "{} {} ({}) in {}",
+                style.green("Compiled"),
+                manifest.name,
+                human_size(size),
+                ms(took)
+            ),
+        }
+
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}; pick another with --listen", args.listen))?;
+        let address = listener.local_addr()?;
+        let out = Style::stdout();
+        println!("{} {} at {}", out.bold("Serving"), manifest.name, out.bold(&format!("http://{address}")));
+        let options = ServeOptions { drain_timeout: Duration::from_secs(args.drain_timeout_s), ..Default::default() };
+        let drained = serve(listener, Arc::new(SingleWorker::new(worker)), options, shutdown_signal()).await;
+        eprintln!("{}", if drained { "Stopped." } else { "Stopped; some requests were cut off." });
+        anyhow::Ok(())
+    })
+}
+
+/// The manifest's limits over the defaults. Those above the node's ceilings
+/// are refused when the worker loads, with the key named.
+fn manifest_limits(manifest: &Manifest) -> Limits {
+    let defaults = Limits::default();
+    let l = &manifest.limits;
+    Limits {
+        cpu: l.cpu_ms.map_or(defaults.cpu, Duration::from_millis),
+        wall: l.wall_ms.map_or(defaults.wall, Duration::from_millis),
+        memory: l.memory_mib.map_or(defaults.memory, |m| m.saturating_mul(MIB)),
+        body: l.body_mib.map_or(defaults.body, |m| m.saturating_mul(MIB)),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    eprintln!("Shutting down: finishing requests in flight...");
+}
+
+/// The request log of `verge dev`: one line per request on stdout, then the
+/// guest's own output, indented.
+struct DevLog {
+    style: Style,
+}
+
+impl RequestSink for DevLog {
+    fn record(&self, s: &RequestSummary) {
+        let st = self.style;
+        let status = s.status.to_string();
+        let status = match s.status {
+            200..=399 => st.green(&status),
+            400..=499 => st.yellow(&status),
+            _ => st.red(&status),
+        };
+        let mut line = format!(
+            "{} {} {status} cpu={} wall={} id={}",
+            s.method,
+            s.path,
+            ms(s.cpu),
+            ms(s.wall),
+            s.id
+        );
+        if let Some(t) = &s.termination {
+            line.push(' ');
+            line.push_str(&st.red(&t.to_string()));
+        }
+        let mut text = line;
+        for log in &s.logs {
+            let stream = match log.stream {
+                LogStream::Stdout => "out",
+                LogStream::Stderr => "err",
+            };
+            text.push_str(&format!("\n  {} {}", st.dim(stream), log.text));
+        }
+        if s.logs_dropped > 0 {
+            text.push_str(&format!("\n  {}", st.dim(&format!("({} bytes of output dropped)", s.logs_dropped))));
+        }
+        println!("{text}");
+    }
+}

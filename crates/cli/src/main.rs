@@ -1,0 +1,51 @@
+//! `verge`: the command line and the node in one binary. This file parses
+//! the command line and dispatches; each subcommand lives in `commands/`.
+
+mod build;
+mod commands;
+mod term;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Build, run and deploy Rust serverless workers on WebAssembly.
+#[derive(Parser)]
+#[command(name = "verge", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a worker and serve it locally, with a request log and timings.
+    Dev(commands::dev::DevArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Dev(args) => commands::dev::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            term::print_error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Node diagnostics (not the request log) go to stderr; `VERGE_LOG` takes
+/// `tracing` filter directives, e.g. `VERGE_LOG=debug`.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VERGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(term::stderr_is_terminal())
+        .init();
+}

@@ -1,0 +1,60 @@
+//! Terminal output: colors only on a terminal, errors with their causes.
+
+use std::io::IsTerminal;
+
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+/// Styles text for a terminal; plain text otherwise.
+#[derive(Clone, Copy)]
+pub struct Style {
+    enabled: bool,
+}
+
+impl Style {
+    pub fn stdout() -> Style {
+        Style { enabled: stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+    }
+
+    pub fn stderr() -> Style {
+        Style { enabled: stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+    }
+
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.enabled { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+
+    pub fn bold(self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    pub fn dim(self, text: &str) -> String {
+        self.paint("2", text)
+    }
+
+    pub fn red(self, text: &str) -> String {
+        self.paint("31", text)
+    }
+
+    pub fn green(self, text: &str) -> String {
+        self.paint("32", text)
+    }
+
+    pub fn yellow(self, text: &str) -> String {
+        self.paint("33", text)
+    }
+}
+
+/// Prints an error and every cause under it.
+pub fn print_error(error: &anyhow::Error) {
+    let style = Style::stderr();
+    eprintln!("{} {error}", style.red(&style.bold("error:")));
+    for cause in error.chain().skip(1) {
+        eprintln!("  {} {cause}", style.dim("caused by:"));
+    }
+}

@@ -1,0 +1,207 @@
+//! Starts real `verge dev` processes on port 0 and talks to them over HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use verge_test_programs::{FIXTURES, WSTD_HELLO};
+
+/// A `verge dev` process serving one worker from a temporary directory.
+pub struct Dev {
+    pub child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Writes a manifest for `component` with `extra` TOML appended.
+pub fn project(component: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(dir.path(), component, extra);
+    dir
+}
+
+pub fn write_manifest(dir: &Path, component: &str, extra: &str) {
+    let manifest = format!("name = \"fixtures\"\ncomponent = {component:?}\n{extra}");
+    std::fs::write(dir.join("verge.toml"), manifest).unwrap();
+}
+
+pub fn verge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_verge"))
+}
+
+impl Dev {
+    /// Serves the fixtures component with `extra` manifest TOML.
+    pub fn fixtures(extra: &str, args: &[&str]) -> Dev {
+        Dev::start(project(FIXTURES, extra), args)
+    }
+
+    /// Starts `verge dev` on the project in `dir` and waits until it serves.
+    pub fn start(dir: tempfile::TempDir, args: &[&str]) -> Dev {
+        let mut child = verge()
+            .arg("dev")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start verge");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = loop {
+            if let Some(url) = stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.split(" at ").nth(1).filter(|_| l.starts_with("Serving")).map(String::from))
+            {
+                break url;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("verge dev exited with {status}: {:?}", stderr.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "verge dev did not start: {:?}", stderr.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Dev { child, url, dir, stdout, stderr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        Reply::from(agent().get(&self.url(path)).call())
+    }
+
+    /// Lines `verge dev` printed on stdout (the request log) so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for a request-log line containing `needle`, and returns it with
+    /// the indented guest lines under it.
+    pub fn log_entry(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.stdout();
+            if let Some(at) = lines.iter().position(|l| !l.starts_with(' ') && l.contains(needle)) {
+                let mut entry = vec![lines[at].clone()];
+                entry.extend(lines[at + 1..].iter().take_while(|l| l.starts_with("  ")).cloned());
+                return entry;
+            }
+            assert!(Instant::now() < deadline, "no log line with {needle:?} in {lines:#?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "verge did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// CPU time the whole process has used, from the scheduler's per-thread
+    /// nanosecond counters.
+    pub fn process_cpu(&self) -> Duration {
+        let mut total = 0u64;
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
+        for task in std::fs::read_dir(tasks).unwrap().flatten() {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        Duration::from_nanos(total)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// An HTTP client that returns every status as a response.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// A response read whole, or the transport error.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Result<Vec<u8>, String>,
+}
+
+impl Reply {
+    pub fn from(result: Result<http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let mut response = result.expect("request failed");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(|e| e.to_string());
+        Reply { status, headers, body }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.body.as_ref().expect("body failed")).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn request_id(&self) -> String {
+        self.header("x-request-id").expect("x-request-id header").to_string()
+    }
+}

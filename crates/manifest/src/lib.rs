@@ -1,0 +1,401 @@
+//! `verge.toml`, the manifest a worker's developer writes: the worker's name,
+//! how its component is built (or where a prebuilt one is), its environment
+//! variables and its limits.
+//!
+//! [`Manifest::load`] parses and validates it once; every error names the
+//! file, the line and the key, and says how to fix it. Unknown keys are
+//! errors, with a suggestion when one is close. This crate is plain data: the
+//! node's ceilings and the runtime's types are applied by the caller.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The manifest's file name.
+pub const FILE_NAME: &str = "verge.toml";
+
+/// A validated manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    /// The worker's name: lowercase letters, digits and `-`, at most 63.
+    pub name: String,
+    /// Where the component comes from.
+    pub source: ComponentSource,
+    /// Environment variables the guest sees, in name order.
+    pub vars: BTreeMap<String, String>,
+    /// Limits the manifest sets; `None` keeps the node's default.
+    pub limits: LimitsSection,
+    /// The directory the manifest is in; relative paths are relative to it.
+    pub dir: PathBuf,
+}
+
+/// How the worker's component is obtained.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ComponentSource {
+    /// A component already built, at this path.
+    Prebuilt(PathBuf),
+    /// Built by running `command` in the manifest's directory. With no
+    /// `output`, the command must be a `cargo build` and the component is the
+    /// `.wasm` artifact cargo reports.
+    Build { command: Vec<String>, output: Option<PathBuf> },
+}
+
+/// The `[limits]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// CPU time per request, in milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Wall time per request, in milliseconds.
+    pub wall_ms: Option<u64>,
+    /// Linear memory per instance, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Request and response body size, each, in MiB.
+    pub body_mib: Option<u64>,
+    /// Requests one instance may serve in sequence (1 = a fresh instance for
+    /// every request).
+    pub instance_reuse: Option<u32>,
+}
+
+/// The default build command.
+pub const DEFAULT_BUILD: &[&str] = &["cargo", "build", "--target", "wasm32-wasip2", "--release"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: Option<String>,
+    component: Option<PathBuf>,
+    build: Option<RawBuild>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    command: Option<String>,
+    output: Option<PathBuf>,
+}
+
+/// A manifest that cannot be used, with where and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    /// The manifest's path.
+    pub path: PathBuf,
+    /// 1-based line and column, when the problem has a place.
+    pub location: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, column)) = self.location {
+            write!(f, ":{line}:{column}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+impl Manifest {
+    /// Reads and validates `verge.toml` in `dir`.
+    pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
+        let path = dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|e| ManifestError {
+            path: path.clone(),
+            location: None,
+            message: format!("cannot read the manifest: {e}"),
+            help: Some(format!(
+                "run this in a worker's directory, pass the directory, or create {FILE_NAME} \
+                 (`verge new NAME` writes one)"
+            )),
+        })?;
+        Manifest::parse(&text, &path)
+    }
+
+    /// Parses and validates manifest `text`, read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let error = |location, message: String, help: Option<String>| ManifestError {
+            path: path.to_path_buf(),
+            location,
+            message,
+            help,
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let location = e.span().map(|s| line_col(text, s.start));
+            let (message, help) = explain_toml_error(e.message());
+            error(location, message, help)
+        })?;
+        let find = |key: &str| find_key(text, key);
+
+        let name = raw.name.ok_or_else(|| {
+            error(None, "missing `name`".into(), Some("add `name = \"my-worker\"` at the top".into()))
+        })?;
+        if let Err(problem) = check_name(&name) {
+            return Err(error(
+                find("name"),
+                format!("invalid name {name:?}: {problem}"),
+                Some("use lowercase letters, digits and `-`, e.g. `name = \"todo-api\"`".into()),
+            ));
+        }
+
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let source = match (raw.component, raw.build) {
+            (Some(_), Some(_)) => {
+                return Err(error(
+                    find("component"),
+                    "both `component` and `[build]` are set".into(),
+                    Some("keep `component` for a prebuilt .wasm, or `[build]` to build one".into()),
+                ));
+            }
+            (Some(component), None) => ComponentSource::Prebuilt(dir.join(component)),
+            (None, build) => {
+                let (command, output) = match build {
+                    Some(b) => (b.command, b.output),
+                    None => (None, None),
+                };
+                let command = match command {
+                    Some(c) => {
+                        let words: Vec<String> = c.split_whitespace().map(String::from).collect();
+                        if words.is_empty() {
+                            return Err(error(
+                                find("command"),
+                                "`build.command` is empty".into(),
+                                Some(format!("remove it to use `{}`", DEFAULT_BUILD.join(" "))),
+                            ));
+                        }
+                        words
+                    }
+                    None => DEFAULT_BUILD.iter().map(|s| s.to_string()).collect(),
+                };
+                let is_cargo_build = command.first().is_some_and(|c| c == "cargo")
+                    && command.get(1).is_some_and(|c| c == "build");
+                if output.is_none() && !is_cargo_build {
+                    return Err(error(
+                        find("command"),
+                        "`build.output` is required when the build command is not `cargo build`".into(),
+                        Some("add `output = \"path/to/worker.wasm\"` to [build]".into()),
+                    ));
+                }
+                ComponentSource::Build { command, output: output.map(|o| dir.join(o)) }
+            }
+        };
+
+        for key in raw.vars.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(error(
+                    find("vars"),
+                    format!("invalid variable name {key:?}"),
+                    Some("variable names must be non-empty and contain no `=`".into()),
+                ));
+            }
+        }
+
+        let limits = raw.limits;
+        let positive = [
+            ("cpu_ms", limits.cpu_ms),
+            ("wall_ms", limits.wall_ms),
+            ("memory_mib", limits.memory_mib),
+            ("body_mib", limits.body_mib),
+            ("instance_reuse", limits.instance_reuse.map(u64::from)),
+        ];
+        for (key, value) in positive {
+            if value == Some(0) {
+                return Err(error(
+                    find(key),
+                    format!("`limits.{key}` must be at least 1"),
+                    Some(format!("remove `{key}` to use the default")),
+                ));
+            }
+        }
+        Ok(Manifest { name, source, vars: raw.vars, limits, dir })
+    }
+}
+
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 63 {
+        return Err("it is longer than 63 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err("it may contain only lowercase letters, digits and `-`");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("it may not start or end with `-`");
+    }
+    Ok(())
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Where `key = ...` first appears, for errors found after parsing.
+fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let rest = trimmed.strip_prefix(key).map(str::trim_start);
+        if rest.is_some_and(|r| r.starts_with('=')) || trimmed.starts_with(&format!("[{key}]")) {
+            return Some(line_col(text, offset + line.len() - trimmed.len()));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Turns toml's "unknown field `x`, expected one of `a`, `b`" into a message
+/// and a suggestion.
+fn explain_toml_error(message: &str) -> (String, Option<String>) {
+    let message = message.trim();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            // A close spelling, or a key the unknown one is a prefix of
+            // (`cpu` for `cpu_ms`).
+            let closest = known
+                .iter()
+                .map(|k| (strsim::damerau_levenshtein(field, k), *k))
+                .filter(|(d, k)| *d <= 2.max(k.len() / 3) || (field.len() >= 3 && k.starts_with(field)))
+                .min();
+            let help = match closest {
+                Some((_, k)) => format!("did you mean `{k}`?"),
+                None => format!("known keys here: {}", known.join(", ")),
+            };
+            return (format!("unknown key `{field}`"), Some(help));
+        }
+    }
+    (message.to_string(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("/w/verge.toml"))
+    }
+
+    #[test]
+    fn minimal_manifest_builds_with_cargo() {
+        let m = parse("name = \"hello\"\n").unwrap();
+        assert_eq!(m.name, "hello");
+        assert_eq!(
+            m.source,
+            ComponentSource::Build { command: DEFAULT_BUILD.iter().map(|s| s.to_string()).collect(), output: None }
+        );
+        assert_eq!(m.dir, Path::new("/w"));
+    }
+
+    #[test]
+    fn full_manifest() {
+        let m = parse(
+            "name = \"api\"\ncomponent = \"out/api.wasm\"\n[vars]\nGREETING = \"hi\"\n\
+             [limits]\ncpu_ms = 10\nwall_ms = 2000\nmemory_mib = 64\nbody_mib = 1\ninstance_reuse = 8\n",
+        )
+        .unwrap();
+        assert_eq!(m.source, ComponentSource::Prebuilt(PathBuf::from("/w/out/api.wasm")));
+        assert_eq!(m.vars.get("GREETING").map(String::as_str), Some("hi"));
+        assert_eq!(
+            m.limits,
+            LimitsSection {
+                cpu_ms: Some(10),
+                wall_ms: Some(2000),
+                memory_mib: Some(64),
+                body_mib: Some(1),
+                instance_reuse: Some(8)
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_suggests() {
+        let e = parse("name = \"x\"\n\n[limits]\ncpu_msec = 5\n").unwrap_err();
+        assert_eq!(e.message, "unknown key `cpu_msec`");
+        assert_eq!(e.location.map(|l| l.0), Some(4));
+        assert_eq!(e.help.as_deref(), Some("did you mean `cpu_ms`?"));
+        assert!(e.to_string().starts_with("/w/verge.toml:4:1: unknown key `cpu_msec`"), "{e}");
+    }
+
+    #[test]
+    fn a_prefix_of_a_key_suggests_it() {
+        let e = parse("name = \"x\"\n[limits]\nmemory = 5\n").unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("did you mean `memory_mib`?"));
+    }
+
+    #[test]
+    fn unknown_top_level_key_without_close_match_lists_known_keys() {
+        let e = parse("name = \"x\"\nroutez_and_more = 1\n").unwrap_err();
+        assert!(e.help.unwrap().contains("known keys here: name, component, build, vars, limits"));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for bad in ["", "Hello", "a_b", "-a", &"x".repeat(64)] {
+            let e = parse(&format!("name = {bad:?}\n")).unwrap_err();
+            assert_eq!(e.location, Some((1, 1)), "{bad}: {e}");
+        }
+        assert!(parse("component = \"a.wasm\"\n").unwrap_err().message.contains("missing `name`"));
+    }
+
+    #[test]
+    fn component_and_build_are_exclusive() {
+        let e = parse("name = \"x\"\ncomponent = \"a.wasm\"\n[build]\ncommand = \"make\"\n").unwrap_err();
+        assert!(e.message.contains("both"), "{e}");
+        assert_eq!(e.location, Some((2, 1)));
+    }
+
+    #[test]
+    fn custom_build_needs_an_output() {
+        let e = parse("name = \"x\"\n[build]\ncommand = \"make wasm\"\n").unwrap_err();
+        assert!(e.message.contains("`build.output` is required"), "{e}");
+        let m = parse("name = \"x\"\n[build]\ncommand = \"make wasm\"\noutput = \"x.wasm\"\n").unwrap();
+        assert_eq!(
+            m.source,
+            ComponentSource::Build {
+                command: vec!["make".into(), "wasm".into()],
+                output: Some(PathBuf::from("/w/x.wasm"))
+            }
+        );
+    }
+
+    #[test]
+    fn zero_limits_are_refused_with_the_key() {
+        let e = parse("name = \"x\"\n[limits]\nwall_ms = 0\n").unwrap_err();
+        assert_eq!(e.message, "`limits.wall_ms` must be at least 1");
+        assert_eq!(e.location, Some((3, 1)));
+    }
+
+    #[test]
+    fn wrong_types_point_at_the_value() {
+        let e = parse("name = \"x\"\n[limits]\ncpu_ms = \"fast\"\n").unwrap_err();
+        assert_eq!(e.location.map(|l| l.0), Some(3), "{e}");
+    }
+
+    #[test]
+    fn missing_file_says_how_to_fix() {
+        let dir = std::env::temp_dir().join("verge-manifest-test-missing-dir");
+        let e = Manifest::load(&dir).unwrap_err();
+        assert!(e.message.contains("cannot read the manifest"));
+        assert!(e.help.unwrap().contains("verge new"));
+    }
+}

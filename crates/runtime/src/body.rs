@@ -1,0 +1,200 @@
+//! Request and response bodies as they cross the node: counted against the
+//! body limit, streamed frame by frame, never buffered whole.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use wasmtime_wasi_http::Error as HttpError;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::invoke::{GuestRun, Record};
+use crate::log::Termination;
+
+/// The request body handed to the guest: fails with `HTTP-request-body-size`
+/// once more than `limit` bytes arrive, and raises `exceeded` so the node
+/// answers 413 whatever the guest does with the error.
+pub(crate) struct LimitedIncoming {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl LimitedIncoming {
+    pub(crate) fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> LimitedIncoming {
+        LimitedIncoming { inner, remaining: limit, limit, exceeded }
+    }
+}
+
+impl Body for LimitedIncoming {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        if self.exceeded.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if len > self.remaining {
+                    self.exceeded.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
+                }
+                self.remaining -= len;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a response body stopped early. Hyper then ends the connection, so a
+/// client never mistakes a truncated body for a complete one.
+#[derive(Debug, thiserror::Error)]
+#[error("response aborted: {0}")]
+pub struct BodyAborted(String);
+
+/// The body of every response the node sends.
+pub struct ResponseBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Guest(Box<GuestBody>),
+}
+
+impl ResponseBody {
+    /// A body the node wrote itself.
+    pub fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())) }
+    }
+
+    pub(crate) fn guest(body: GuestBody) -> ResponseBody {
+        ResponseBody { kind: Kind::Guest(Box::new(body)) }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyAborted;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        match &mut self.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Guest(body) => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Guest(body) => body.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Guest(body) => body.inner.size_hint(),
+        }
+    }
+}
+
+/// A guest's response body. Polling it also drives the guest, which may still
+/// be writing the body, and enforces the wall deadline and the body limit.
+pub(crate) struct GuestBody {
+    inner: HyperOutgoingBody,
+    run: Option<GuestRun>,
+    record: Option<Record>,
+    sent: u64,
+    done: bool,
+}
+
+impl GuestBody {
+    pub(crate) fn new(inner: HyperOutgoingBody, run: Option<GuestRun>, record: Record) -> GuestBody {
+        GuestBody { inner, run, record: Some(record), sent: 0, done: false }
+    }
+
+    fn abort(&mut self, termination: Termination) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        self.done = true;
+        let message = termination.to_string();
+        if let Some(record) = &mut self.record {
+            record.terminate(termination);
+        }
+        // Dropping the guest here cancels it at its next await point.
+        self.run = None;
+        Poll::Ready(Some(Err(BodyAborted(message))))
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(exceeded) = self.record.as_ref().and_then(Record::request_body_termination) {
+            return self.abort(exceeded);
+        }
+        if let (Some(run), Some(record)) = (&mut self.run, &mut self.record) {
+            if let Some(failure) = run.poll_progress(cx, record) {
+                let failure = record.request_body_termination().unwrap_or(failure);
+                return self.abort(failure);
+            }
+            if run.is_running() && run.poll_deadline(cx) {
+                let limit = record.wall_limit();
+                return self.abort(Termination::WallLimit { limit });
+            }
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                let limit = self.record.as_ref().map_or(u64::MAX, Record::body_limit);
+                if self.sent > limit {
+                    return self.abort(Termination::ResponseBodyLimit { limit });
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The guest aborted its body (or dropped it unfinished),
+                // perhaps because its request body crossed the limit.
+                if let Some(exceeded) = self.record.as_ref().and_then(Record::request_body_termination) {
+                    return self.abort(exceeded);
+                }
+                self.done = true;
+                self.run = None;
+                Poll::Ready(Some(Err(BodyAborted(format!("the worker aborted the body: {e}")))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                if let (Some(run), Some(record)) = (self.run.take(), self.record.take()) {
+                    if run.is_running() {
+                        run.finish_in_background(record);
+                    }
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

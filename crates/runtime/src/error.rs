@@ -1,0 +1,31 @@
+//! Errors at the runtime's boundary.
+
+use crate::limits::LimitAboveCeiling;
+
+/// Starting the runtime failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot link the WASI interfaces: {0}")]
+    Link(String),
+    #[error("invalid runtime configuration: {0}")]
+    Config(String),
+}
+
+/// A component could not become a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the component is not valid WebAssembly or failed to compile: {0}")]
+    Compile(String),
+    #[error(
+        "the component cannot run on Verge: {0}\n\
+         A Verge worker is a WASI HTTP component (the `wasi:http/proxy` world) \
+         built for wasm32-wasip2; it may import only WASI interfaces."
+    )]
+    Link(String),
+    #[error("the component is {size} bytes, above the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Limits(#[from] LimitAboveCeiling),
+}

@@ -1,0 +1,436 @@
+//! One request through a worker, from arrival to the last byte of the
+//! response.
+//!
+//! The guest runs inside the connection's own task: the future that
+//! instantiates the component and calls its handler is polled by the request
+//! future until the guest hands over a response, and after that by the
+//! response body, which hyper polls for frames. No task is spawned and no
+//! channel crosses threads on the common path; a guest that keeps running
+//! after its response body is complete is the one case moved to a task of its
+//! own.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::oneshot::{self, error::TryRecvError};
+use tokio::time::Sleep;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::body::{GuestBody, LimitedIncoming, ResponseBody};
+use crate::cpu::{CpuMeter, Metered};
+use crate::guest_log::GuestLog;
+use crate::log::{RequestId, RequestSummary, Termination, ms};
+use crate::state::InstanceState;
+use crate::worker::Worker;
+
+/// Raised from the epoch callback to stop a guest that spent its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU time limit exceeded")]
+struct CpuLimitExceeded;
+
+/// A store with (once instantiated) its component instance.
+pub(crate) struct Instance {
+    store: Store<InstanceState>,
+    proxy: Option<Proxy>,
+    log: GuestLog,
+    /// Requests this instance has served, for the reuse limit.
+    pub(crate) served: u32,
+}
+
+impl Instance {
+    fn new(worker: &Worker, meter: Arc<CpuMeter>) -> Instance {
+        let log = GuestLog::new();
+        let state = InstanceState::new(&worker.vars, &log, meter, worker.limits.memory);
+        let mut store = Store::new(&worker.runtime.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            if ctx.data().meter.check_in_poll() {
+                Err(wasmtime::Error::new(CpuLimitExceeded))
+            } else {
+                // Yielding at every tick lets other requests on this thread
+                // run while a guest computes.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        Instance { store, proxy: None, log, served: 0 }
+    }
+
+    /// Readies a reused instance for its next request.
+    fn reset(&mut self, meter: Arc<CpuMeter>) {
+        let state = self.store.data_mut();
+        state.meter = meter;
+        state.limiter.exceeded = None;
+        self.store.set_epoch_deadline(1);
+        let _ = self.log.take();
+    }
+
+    async fn call(
+        &mut self,
+        worker: &Worker,
+        request: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
+        outparam: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+    ) -> wasmtime::Result<()> {
+        let proxy = match &self.proxy {
+            Some(proxy) => proxy,
+            None => self.proxy.insert(worker.pre.instantiate_async(&mut self.store).await?),
+        };
+        proxy.wasi_http_incoming_handler().call_handle(&mut self.store, request, outparam).await
+    }
+}
+
+type GuestOutput = (Instance, wasmtime::Result<()>);
+type GuestFuture = Metered<Pin<Box<dyn Future<Output = GuestOutput> + Send>>>;
+
+/// The running guest of one request and its wall-clock deadline.
+pub(crate) struct GuestRun {
+    future: Option<GuestFuture>,
+    finished: Option<GuestOutput>,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl GuestRun {
+    /// Polls the guest if it is still running; its output is kept in
+    /// `finished`.
+    fn poll_guest(&mut self, cx: &mut Context<'_>) {
+        if let Some(future) = &mut self.future {
+            if let Poll::Ready(output) = Pin::new(future).poll(cx) {
+                self.future = None;
+                self.finished = Some(output);
+            }
+        }
+    }
+
+    pub(crate) fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// What the node knows about a request while it runs; reported to the
+/// request sink when dropped, whichever way the request ends.
+pub(crate) struct Record {
+    worker: Arc<Worker>,
+    id: RequestId,
+    started: Instant,
+    method: http::Method,
+    path: String,
+    status: u16,
+    meter: Arc<CpuMeter>,
+    termination: Option<Termination>,
+    logs: Option<GuestLog>,
+    collected: (Vec<crate::guest_log::LogLine>, usize),
+    /// Raised by the request body when it crosses the body limit.
+    request_body_exceeded: Arc<AtomicBool>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Record {
+    pub(crate) fn terminate(&mut self, termination: Termination) {
+        if self.termination.is_none() {
+            self.termination = Some(termination);
+        }
+    }
+
+    /// Deals with a guest that returned: collects its log lines, classifies a
+    /// failure, and gives a clean instance back for reuse.
+    fn guest_finished(&mut self, (mut instance, result): GuestOutput) -> Option<Termination> {
+        let failure = match result {
+            Ok(()) => None,
+            Err(error) => Some(classify(&error, &self.meter, &instance)),
+        };
+        self.collect_logs(&instance.log);
+        self.logs = None;
+        instance.served += 1;
+        if failure.is_none() && self.termination.is_none() {
+            self.worker.release(instance);
+        }
+        failure
+    }
+
+    fn collect_logs(&mut self, log: &GuestLog) {
+        let (lines, dropped) = log.take();
+        self.collected.0.extend(lines);
+        self.collected.1 += dropped;
+    }
+
+    pub(crate) fn body_limit(&self) -> u64 {
+        self.worker.limits.body
+    }
+
+    /// The request-body termination, if the request body crossed the limit.
+    pub(crate) fn request_body_termination(&self) -> Option<Termination> {
+        self.request_body_exceeded
+            .load(Ordering::Relaxed)
+            .then(|| Termination::RequestBodyLimit { limit: self.worker.limits.body })
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if let Some(log) = self.logs.take() {
+            self.collect_logs(&log);
+        }
+        let (logs, logs_dropped) = std::mem::take(&mut self.collected);
+        let summary = RequestSummary {
+            id: self.id,
+            worker: self.worker.name.clone(),
+            method: self.method.clone(),
+            path: std::mem::take(&mut self.path),
+            status: self.status,
+            cpu: self.meter.used(),
+            wall: self.started.elapsed(),
+            termination: self.termination.take(),
+            logs,
+            logs_dropped,
+        };
+        self.worker.runtime.config.sink.record(&summary);
+    }
+}
+
+/// Works out why a guest failed.
+fn classify(error: &wasmtime::Error, meter: &CpuMeter, instance: &Instance) -> Termination {
+    if meter.exceeded() || error.is::<CpuLimitExceeded>() {
+        return Termination::CpuLimit { used: meter.used(), limit: meter.limit() };
+    }
+    if let Some(requested) = instance.store.data().limiter.exceeded {
+        return Termination::MemoryLimit { requested, limit: instance.store.data().limiter.limit };
+    }
+    if let Some(message) = instance.log.mentions_panic() {
+        return Termination::Panic { message };
+    }
+    // `{:#}` is the cause chain with the wasm backtrace, without the host
+    // stack (which says nothing about the guest).
+    Termination::Trap { message: format!("{error:#}") }
+}
+
+impl Worker {
+    /// Serves one HTTP request with a fresh instance (or a reused one, when
+    /// the worker allows it), enforcing every limit. Never fails: every
+    /// problem becomes a response with a status naming it and a request id.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let meter = Arc::new(CpuMeter::new(self.limits.cpu));
+        let mut record = Record {
+            worker: self.clone(),
+            id: RequestId::next(),
+            started,
+            method: request.method().clone(),
+            path: request.uri().path().to_string(),
+            status: 0,
+            meter: meter.clone(),
+            termination: None,
+            logs: None,
+            collected: (Vec::new(), 0),
+            request_body_exceeded: Arc::new(AtomicBool::new(false)),
+            _permit: None,
+        };
+
+        if declared_length(request.headers()).is_some_and(|n| n > self.limits.body) {
+            return host_response(record, Termination::RequestBodyLimit { limit: self.limits.body });
+        }
+        let permits = self.runtime.permits.clone();
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let wait = self.runtime.config.queue_timeout;
+                match tokio::time::timeout(wait, permits.acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => return host_response(record, Termination::Overloaded),
+                }
+            }
+        };
+        record._permit = Some(permit);
+
+        let mut instance = match self.take_idle() {
+            Some(mut instance) => {
+                instance.reset(meter.clone());
+                instance
+            }
+            None => Instance::new(&self, meter.clone()),
+        };
+        record.logs = Some(instance.log.clone());
+
+        let body_exceeded = record.request_body_exceeded.clone();
+        let request =
+            request.map(|body| LimitedIncoming::new(body, self.limits.body, body_exceeded.clone()));
+        let (sender, mut receiver) = oneshot::channel();
+        let resources = {
+            let mut http = instance.store.data_mut().http();
+            http.new_incoming_request(Scheme::Http, request)
+                .and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
+        };
+        let (guest_request, outparam) = match resources {
+            Ok(resources) => resources,
+            Err(e) => return host_response(record, Termination::BadRequest { detail: format!("{e:#}") }),
+        };
+
+        let worker = self.clone();
+        let future: Pin<Box<dyn Future<Output = GuestOutput> + Send>> = Box::pin(async move {
+            let result = instance.call(&worker, guest_request, outparam).await;
+            (instance, result)
+        });
+        let deadline = tokio::time::Instant::from_std(started + self.limits.wall);
+        let mut run = GuestRun {
+            future: Some(Metered::new(future, meter.clone())),
+            finished: None,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        };
+
+        // Run the guest until it sets its response, returns, or runs out of
+        // wall time.
+        let response = std::future::poll_fn(|cx| {
+            run.poll_guest(cx);
+            match receiver.try_recv() {
+                Ok(response) => return Poll::Ready(Some(response)),
+                Err(TryRecvError::Closed) => return Poll::Ready(None),
+                Err(TryRecvError::Empty) if run.finished.is_some() => return Poll::Ready(None),
+                Err(TryRecvError::Empty) => {}
+            }
+            if run.poll_deadline(cx) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+
+        let failure = run.finished.take().and_then(|output| record.guest_finished(output));
+        if body_exceeded.load(Ordering::Relaxed) {
+            return host_response(record, Termination::RequestBodyLimit { limit: self.limits.body });
+        }
+        if let Some(failure) = failure {
+            return host_response(record, failure);
+        }
+        match response {
+            Some(Ok(response)) => guest_response(record, response, run),
+            Some(Err(code)) => host_response(
+                record,
+                Termination::NoResponse { detail: format!("the worker responded with an error: {code:?}") },
+            ),
+            None if run.future.is_some() => {
+                host_response(record, Termination::WallLimit { limit: self.limits.wall })
+            }
+            None => host_response(
+                record,
+                Termination::NoResponse {
+                    detail: "the handler returned without setting a response".into(),
+                },
+            ),
+        }
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// A response of the node's own, for a request that ended early.
+fn host_response(mut record: Record, termination: Termination) -> Response<ResponseBody> {
+    let status = termination.status();
+    let mut text = format!("{}\nrequest id: {}\n", termination.public_message(), record.id);
+    if record.worker.expose_errors {
+        if let Some(detail) = termination.detail() {
+            text.push('\n');
+            text.push_str(detail);
+            text.push('\n');
+        }
+    }
+    record.status = status.as_u16();
+    let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    add_node_headers(response.headers_mut(), &record);
+    record.terminate(termination);
+    response
+}
+
+/// The guest's response, with its body still being produced by the guest.
+fn guest_response(
+    mut record: Record,
+    response: hyper::Response<HyperOutgoingBody>,
+    run: GuestRun,
+) -> Response<ResponseBody> {
+    let limit = record.body_limit();
+    if declared_length(response.headers()).is_some_and(|n| n > limit) {
+        return host_response(record, Termination::ResponseBodyLimit { limit });
+    }
+    let (mut parts, body) = response.into_parts();
+    record.status = parts.status.as_u16();
+    add_node_headers(&mut parts.headers, &record);
+    let run = run.is_running().then_some(run);
+    Response::from_parts(parts, ResponseBody::guest(GuestBody::new(body, run, record)))
+}
+
+/// `Server-Timing` (guest CPU and time so far) and the request id.
+fn add_node_headers(headers: &mut http::HeaderMap, record: &Record) {
+    let cpu = record.meter.used();
+    let total = record.started.elapsed();
+    let timing = format!("cpu;dur={}, total;dur={}", millis(cpu), millis(total));
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        headers.append("server-timing", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&record.id.to_string()) {
+        headers.insert("x-request-id", value);
+    }
+}
+
+fn millis(d: Duration) -> String {
+    let s = ms(d);
+    s.trim_end_matches(" ms").to_string()
+}
+
+/// Called by the response body as the guest and the body progress.
+impl GuestRun {
+    /// Polls the guest; when it has returned, reports a failure if it had one.
+    pub(crate) fn poll_progress(&mut self, cx: &mut Context<'_>, record: &mut Record) -> Option<Termination> {
+        self.poll_guest(cx);
+        let output = self.finished.take()?;
+        record.guest_finished(output)
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.future.is_some()
+    }
+
+    /// The body is complete but the guest has not returned: let it finish in
+    /// a task of its own, within its wall deadline, so its logs and outcome
+    /// are still recorded without holding up the client.
+    pub(crate) fn finish_in_background(mut self, mut record: Record) {
+        tokio::spawn(async move {
+            let outcome = std::future::poll_fn(|cx| {
+                if let Some(failure) = self.poll_progress(cx, &mut record) {
+                    return Poll::Ready(Some(failure));
+                }
+                if !self.is_running() {
+                    return Poll::Ready(None);
+                }
+                if self.poll_deadline(cx) {
+                    return Poll::Ready(Some(Termination::WallLimit { limit: record.worker.limits.wall }));
+                }
+                Poll::Pending
+            })
+            .await;
+            if let Some(termination) = outcome {
+                record.terminate(termination);
+            }
+        });
+    }
+}
+
+impl Record {
+    pub(crate) fn wall_limit(&self) -> Duration {
+        self.worker.limits.wall
+    }
+}

@@ -1,0 +1,254 @@
+//! What the node records about each request, and where it goes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::guest_log::{LogLine, LogStream};
+
+/// Identifies one request in responses, logs and (later) the tail stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// A new id: a per-process random prefix and a counter, so ids are unique
+    /// on a node and unlikely to repeat across nodes.
+    pub fn next() -> RequestId {
+        static PREFIX: OnceLock<u32> = OnceLock::new();
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let prefix = *PREFIX.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.finish() as u32
+        });
+        RequestId(u64::from(prefix) << 32 | u64::from(COUNTER.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Why a request ended before its worker finished it normally.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Termination {
+    /// The guest spent its CPU budget.
+    CpuLimit { used: Duration, limit: Duration },
+    /// The request outlived its wall-clock budget.
+    WallLimit { limit: Duration },
+    /// The guest tried to grow its memory past the limit.
+    MemoryLimit { requested: u64, limit: u64 },
+    /// The request body was larger than the limit.
+    RequestBodyLimit { limit: u64 },
+    /// The response body was larger than the limit.
+    ResponseBodyLimit { limit: u64 },
+    /// The guest panicked.
+    Panic { message: String },
+    /// The guest trapped (or a host call it made failed fatally).
+    Trap { message: String },
+    /// The guest returned without sending a response, or sent an error.
+    NoResponse { detail: String },
+    /// Every instance slot was busy for longer than the queue timeout.
+    Overloaded,
+    /// The request could not be handed to the guest (malformed on arrival).
+    BadRequest { detail: String },
+}
+
+impl Termination {
+    /// The status a client sees when this happens before the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Termination::CpuLimit { .. } | Termination::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Termination::WallLimit { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Termination::RequestBodyLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Termination::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Termination::MemoryLimit { .. }
+            | Termination::ResponseBodyLimit { .. }
+            | Termination::Panic { .. }
+            | Termination::Trap { .. }
+            | Termination::NoResponse { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short machine-friendly name: `cpu`, `wall`, `memory` ...
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Termination::CpuLimit { .. } => "cpu",
+            Termination::WallLimit { .. } => "wall",
+            Termination::MemoryLimit { .. } => "memory",
+            Termination::RequestBodyLimit { .. } => "request-body",
+            Termination::ResponseBodyLimit { .. } => "response-body",
+            Termination::Panic { .. } => "panic",
+            Termination::Trap { .. } => "trap",
+            Termination::NoResponse { .. } => "no-response",
+            Termination::Overloaded => "overloaded",
+            Termination::BadRequest { .. } => "bad-request",
+        }
+    }
+
+    /// What a client is told: the reason, without guest internals.
+    pub fn public_message(&self) -> String {
+        match self {
+            Termination::CpuLimit { limit, .. } => {
+                format!("the worker exceeded its CPU time limit ({})", ms(*limit))
+            }
+            Termination::WallLimit { limit } => {
+                format!("the worker exceeded its wall time limit ({})", ms(*limit))
+            }
+            Termination::MemoryLimit { limit, .. } => {
+                format!("the worker exceeded its memory limit ({})", bytes(*limit))
+            }
+            Termination::RequestBodyLimit { limit } => {
+                format!("the request body exceeds the limit of {}", bytes(*limit))
+            }
+            Termination::ResponseBodyLimit { limit } => {
+                format!("the response body exceeds the limit of {}", bytes(*limit))
+            }
+            Termination::Panic { .. } => "the worker panicked".into(),
+            Termination::Trap { .. } => "the worker crashed (trap)".into(),
+            Termination::NoResponse { .. } => "the worker did not produce a response".into(),
+            Termination::Overloaded => "the node is at its instance limit; retry shortly".into(),
+            Termination::BadRequest { detail } => format!("bad request: {detail}"),
+        }
+    }
+
+    /// Guest internals (panic message, trap backtrace) for logs and for
+    /// developers who opted in.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Termination::Panic { message } | Termination::Trap { message } => Some(message),
+            Termination::NoResponse { detail } => Some(detail),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Termination::CpuLimit { used, limit } => {
+                write!(f, "limit=cpu measured={} limit={}", ms(*used), ms(*limit))
+            }
+            Termination::WallLimit { limit } => write!(f, "limit=wall limit={}", ms(*limit)),
+            Termination::MemoryLimit { requested, limit } => write!(
+                f,
+                "limit=memory requested={} limit={}",
+                bytes(*requested),
+                bytes(*limit)
+            ),
+            Termination::RequestBodyLimit { limit } => {
+                write!(f, "limit=request-body limit={}", bytes(*limit))
+            }
+            Termination::ResponseBodyLimit { limit } => {
+                write!(f, "limit=response-body limit={}", bytes(*limit))
+            }
+            other => {
+                write!(f, "reason={}", other.reason())?;
+                if let Some(detail) = other.detail() {
+                    write!(f, " detail={detail:?}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Formats a duration as milliseconds with microsecond precision.
+pub fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn bytes(b: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if b >= MIB && b % MIB == 0 { format!("{} MiB", b / MIB) } else { format!("{b} bytes") }
+}
+
+/// Everything the node knows about a finished request.
+#[derive(Clone, Debug)]
+pub struct RequestSummary {
+    pub id: RequestId,
+    pub worker: Arc<str>,
+    pub method: http::Method,
+    pub path: String,
+    /// The status sent, or that would have been sent.
+    pub status: u16,
+    /// Guest CPU time.
+    pub cpu: Duration,
+    /// From arrival to the end of the response body.
+    pub wall: Duration,
+    pub termination: Option<Termination>,
+    /// What the guest wrote to stdout and stderr.
+    pub logs: Vec<LogLine>,
+    /// Guest output dropped past the per-request cap, in bytes.
+    pub logs_dropped: usize,
+}
+
+/// Receives every request's summary: the request log, and later the tail
+/// stream and metrics.
+pub trait RequestSink: Send + Sync {
+    fn record(&self, summary: &RequestSummary);
+}
+
+/// Writes request summaries as `tracing` events under the `verge::request`
+/// and `verge::guest` targets.
+pub struct TracingSink;
+
+impl RequestSink for TracingSink {
+    fn record(&self, s: &RequestSummary) {
+        for line in &s.logs {
+            let stream = match line.stream {
+                LogStream::Stdout => "stdout",
+                LogStream::Stderr => "stderr",
+            };
+            tracing::info!(target: "verge::guest", worker = %s.worker, id = %s.id, stream, "{}", line.text);
+        }
+        match &s.termination {
+            None => tracing::info!(
+                target: "verge::request",
+                worker = %s.worker, id = %s.id,
+                "{} {} {} cpu={} wall={}", s.method, s.path, s.status, ms(s.cpu), ms(s.wall)
+            ),
+            Some(t) => tracing::warn!(
+                target: "verge::request",
+                worker = %s.worker, id = %s.id,
+                "{} {} {} cpu={} wall={} {t}", s.method, s.path, s.status, ms(s.cpu), ms(s.wall)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_fixed_width() {
+        let a = RequestId::next().to_string();
+        let b = RequestId::next().to_string();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn statuses_follow_the_limit() {
+        let cpu = Termination::CpuLimit { used: Duration::from_millis(51), limit: Duration::from_millis(50) };
+        assert_eq!(cpu.status(), 503);
+        assert_eq!(Termination::WallLimit { limit: Duration::from_secs(1) }.status(), 504);
+        assert_eq!(Termination::MemoryLimit { requested: 1, limit: 1 }.status(), 500);
+        assert_eq!(Termination::RequestBodyLimit { limit: 1 }.status(), 413);
+        assert_eq!(cpu.to_string(), "limit=cpu measured=51.000 ms limit=50.000 ms");
+    }
+
+    #[test]
+    fn public_messages_hide_guest_details() {
+        let t = Termination::Trap { message: "wasm backtrace: secret_fn".into() };
+        assert!(!t.public_message().contains("secret_fn"));
+        assert_eq!(t.detail(), Some("wasm backtrace: secret_fn"));
+    }
+}

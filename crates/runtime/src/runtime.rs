@@ -1,0 +1,182 @@
+//! The engine every worker of a node shares, and the node-wide settings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cache::{CompileCache, CompileSource, component_hash};
+use crate::error::{LoadError, RuntimeError};
+use crate::limits::Limits;
+use crate::log::{RequestSink, TracingSink};
+use crate::state::InstanceState;
+use crate::worker::{Worker, WorkerSpec};
+
+/// Largest component a node accepts.
+pub const MAX_COMPONENT_SIZE: usize = 10 * 1024 * 1024;
+
+/// Node-wide runtime settings, chosen by the operator.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// The highest limits any worker may ask for.
+    pub ceilings: Limits,
+    /// Requests running at once on this node, all workers together.
+    pub max_instances: u32,
+    /// How long a request waits for a free instance before a 503.
+    pub queue_timeout: Duration,
+    /// Use the pooling instance allocator when the machine allows it.
+    pub pooling: bool,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Period of the epoch ticker, which bounds how far a guest can overrun
+    /// its CPU limit and how often a busy guest yields to other requests.
+    pub epoch_tick: Duration,
+    /// Receives a summary of every request.
+    pub sink: Arc<dyn RequestSink>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            ceilings: Limits::default(),
+            max_instances: 1000,
+            queue_timeout: Duration::from_secs(1),
+            pooling: true,
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(1),
+            sink: Arc::new(TracingSink),
+        }
+    }
+}
+
+/// Instances kept idle for workers that reuse them, beyond `max_instances`.
+pub(crate) const IDLE_INSTANCE_SLOTS: u32 = 64;
+
+/// The wasmtime engine, the linker with every interface Verge provides, the
+/// compile cache, and the node's instance budget.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<InstanceState>,
+    pub(crate) cache: CompileCache,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) config: RuntimeConfig,
+    /// Instances parked for reuse, all workers together.
+    pub(crate) idle_instances: AtomicU32,
+    pooling: bool,
+}
+
+impl Runtime {
+    /// Builds the engine (with the pooling allocator if it can reserve its
+    /// address space here), links the WASI interfaces and starts the epoch
+    /// ticker, which stops when the runtime is dropped.
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>, RuntimeError> {
+        if config.max_instances == 0 {
+            return Err(RuntimeError::Config("max_instances must be at least 1".into()));
+        }
+        let (engine, pooling) = build_engine(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        let cache = CompileCache::new(&engine, config.cache_dir.clone());
+        start_epoch_ticker(&engine, config.epoch_tick)
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        let permits = Arc::new(Semaphore::new(config.max_instances as usize));
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+            permits,
+            config,
+            idle_instances: AtomicU32::new(0),
+            pooling,
+        }))
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Compiles (or loads from the cache) and links a component, ready to
+    /// serve requests. Nothing about the node changes if this fails.
+    pub fn load(self: &Arc<Self>, spec: WorkerSpec) -> Result<(Worker, CompileSource), LoadError> {
+        if spec.component.len() > MAX_COMPONENT_SIZE {
+            return Err(LoadError::TooLarge { size: spec.component.len(), limit: MAX_COMPONENT_SIZE });
+        }
+        spec.limits.check_within(&self.config.ceilings)?;
+        let hash = component_hash(&spec.component);
+        let (component, source) = self.cache.load_or_compile(&self.engine, &hash, &spec.component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        Ok((Worker::new(self.clone(), spec, hash, pre), source))
+    }
+}
+
+fn build_engine(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
+    let mut base = Config::new();
+    base.epoch_interruption(true).wasm_component_model(true);
+    if config.pooling {
+        let mut pooled = base.clone();
+        pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(config)));
+        // Reserving the pool's address space fails where virtual memory is
+        // capped (ulimit -v, some containers); serve without it there.
+        match Engine::new(&pooled) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(e) => tracing::warn!(
+                "pooling allocator unavailable, allocating instances on demand: {e:#}"
+            ),
+        }
+    }
+    let engine = Engine::new(&base).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+    Ok((engine, false))
+}
+
+fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
+    let instances = config.max_instances + IDLE_INSTANCE_SLOTS;
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust wasm32-wasip2 component has a handful of core instances (the
+    // program, the WASI adapter and shims); 8 each leaves room for more.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
+        .total_stacks(instances)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_core_instances_per_component(32)
+        .max_memory_size(usize::try_from(config.ceilings.memory).unwrap_or(usize::MAX));
+    pool
+}
+
+/// Without this thread no guest is ever interrupted, so failing to start it
+/// fails the runtime.
+fn start_epoch_ticker(engine: &Engine, tick: Duration) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new().name("verge-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(tick);
+        }
+    })?;
+    Ok(())
+}

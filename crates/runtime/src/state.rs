@@ -1,0 +1,137 @@
+//! What a `Store` holds for one request: WASI contexts, the resource table,
+//! the memory limiter and the CPU meter.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
+
+use crate::cpu::CpuMeter;
+use crate::guest_log::{GuestLog, LogStream};
+
+/// Store data of one instance.
+pub struct InstanceState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OutboundPolicy,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) meter: Arc<CpuMeter>,
+}
+
+impl InstanceState {
+    pub(crate) fn new(
+        vars: &[(String, String)],
+        log: &GuestLog,
+        meter: Arc<CpuMeter>,
+        memory_limit: u64,
+    ) -> InstanceState {
+        // No preopens, no sockets, no name lookups: the builder's defaults
+        // deny them. Outbound HTTP goes through `OutboundPolicy`.
+        let wasi = WasiCtx::builder()
+            .envs(vars)
+            .stdout(log.stream(LogStream::Stdout))
+            .stderr(log.stream(LogStream::Stderr))
+            .build();
+        InstanceState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: OutboundPolicy { log: log.clone() },
+            limiter: MemoryLimiter::new(memory_limit),
+            meter,
+        }
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Decides where a worker may send outbound HTTP requests.
+///
+/// Until manifests can list allowed hosts, every outbound request is refused
+/// with `HTTP-request-denied`, which the guest sees as an error value, and
+/// the refusal is written to the request's log.
+struct OutboundPolicy {
+    log: GuestLog,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        let line = format!(
+            "verge: outbound request to {} denied: this worker may not send outbound HTTP requests\n",
+            request.uri()
+        );
+        let mut stderr = self.log.stream(LogStream::Stderr);
+        let _ = wasmtime_wasi::p2::OutputStream::write(&mut stderr, line.into());
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
+}
+
+/// Caps an instance's linear memory and remembers whether the guest hit the
+/// cap, so that the trap which usually follows is reported as a memory limit.
+pub(crate) struct MemoryLimiter {
+    pub(crate) limit: u64,
+    pub(crate) exceeded: Option<u64>,
+}
+
+impl MemoryLimiter {
+    fn new(limit: u64) -> MemoryLimiter {
+        MemoryLimiter { limit, exceeded: None }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            self.exceeded = Some(desired as u64);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any real
+        // component and keeps a malicious one from exhausting host memory.
+        Ok(desired <= 1_000_000)
+    }
+}

@@ -1,0 +1,129 @@
+//! A deployed version of a worker: its compiled component, pre-linked, with
+//! the limits and variables its requests run with.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::invoke::Instance;
+use crate::limits::Limits;
+use crate::runtime::{IDLE_INSTANCE_SLOTS, Runtime};
+use crate::state::InstanceState;
+
+/// What a worker version is made of.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    /// The worker's name, as in its manifest.
+    pub name: String,
+    /// The component's bytes (a WASI HTTP component).
+    pub component: Vec<u8>,
+    /// Limits for each request, within the node's ceilings.
+    pub limits: Limits,
+    /// Environment variables the guest sees.
+    pub vars: Vec<(String, String)>,
+    /// Requests one instance may serve in sequence before it is discarded.
+    /// `1` (the default) gives every request a fresh instance; more trades
+    /// isolation between requests for speed, as a Workers isolate does. A
+    /// trap or a broken limit always discards the instance.
+    pub instance_reuse: u32,
+    /// Put guest failure details (panic message, trap backtrace) in error
+    /// responses. For development only.
+    pub expose_errors: bool,
+}
+
+impl WorkerSpec {
+    /// A spec with default limits, fresh instances and no variables.
+    pub fn new(name: impl Into<String>, component: Vec<u8>) -> WorkerSpec {
+        WorkerSpec {
+            name: name.into(),
+            component,
+            limits: Limits::default(),
+            vars: Vec::new(),
+            instance_reuse: 1,
+            expose_errors: false,
+        }
+    }
+}
+
+/// A worker version ready to serve: see [`Worker::handle`](crate::Worker::handle).
+pub struct Worker {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) name: Arc<str>,
+    pub(crate) hash: String,
+    pub(crate) limits: Limits,
+    pub(crate) vars: Vec<(String, String)>,
+    pub(crate) instance_reuse: u32,
+    pub(crate) expose_errors: bool,
+    pub(crate) pre: ProxyPre<InstanceState>,
+    idle: Mutex<Vec<Instance>>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        spec: WorkerSpec,
+        hash: String,
+        pre: ProxyPre<InstanceState>,
+    ) -> Worker {
+        Worker {
+            runtime,
+            name: spec.name.into(),
+            hash,
+            limits: spec.limits,
+            vars: spec.vars,
+            instance_reuse: spec.instance_reuse.max(1),
+            expose_errors: spec.expose_errors,
+            pre,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The SHA-256 of the component: the version's content address.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The limits its requests run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// An idle instance to serve one more request, if reuse is on.
+    pub(crate) fn take_idle(&self) -> Option<Instance> {
+        if self.instance_reuse <= 1 {
+            return None;
+        }
+        let instance = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        self.runtime.idle_instances.fetch_sub(1, Ordering::Relaxed);
+        Some(instance)
+    }
+
+    /// Returns an instance that finished a request cleanly, unless it has
+    /// served its share or enough instances are idle already.
+    pub(crate) fn release(&self, instance: Instance) {
+        if instance.served >= self.instance_reuse {
+            return;
+        }
+        // Idle instances hold pool slots beyond `max_instances`; the node
+        // has IDLE_INSTANCE_SLOTS of them for all workers together.
+        let idle_now = self.runtime.idle_instances.fetch_add(1, Ordering::Relaxed);
+        if idle_now >= IDLE_INSTANCE_SLOTS {
+            self.runtime.idle_instances.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(instance);
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|p| p.into_inner()).len();
+        self.runtime.idle_instances.fetch_sub(idle as u32, Ordering::Relaxed);
+    }
+}
