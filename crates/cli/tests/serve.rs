@@ -164,3 +164,30 @@ fn version_and_help_work() {
     output.stdout.as_slice().read_to_string(&mut text).unwrap();
     assert!(text.contains("dev"), "{text}");
 }
+
+#[test]
+fn the_hello_example_builds_and_serves() {
+    // The README's first command, on the example a newcomer starts from. The
+    // build goes to the workspace's target directory, not into the example.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples");
+    let mut child = verge()
+        .arg("dev")
+        .arg(&example)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env("CARGO_TARGET_DIR", &target)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let url = line.trim().split(" at ").nth(1).unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+    let reply = Reply::from(agent().get(&format!("{url}/hello?name=Ada")).call());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "Hello from Verge, Ada!\n");
+}
