@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: &[(&str, &str)] = &[("FIXTURES", "fixtures.wasm"), ("WSTD_HELLO", "wstd-hello.wasm")];
+const GUESTS: &[(&str, &str)] = &[
+    ("FIXTURES", "fixtures.wasm"),
+    ("WSTD_HELLO", "wstd-hello.wasm"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -13,12 +16,22 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     // target/<profile>/build/<pkg>/out -> target/: one guest build for every
     // profile of the host.
-    let target_dir = out_dir.ancestors().nth(4).unwrap_or(&out_dir).join("wasm-guests");
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .unwrap_or(&out_dir)
+        .join("wasm-guests");
 
     println!("cargo:rerun-if-changed={}", guests.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(guests.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -38,13 +51,25 @@ fn main() {
     let mut code = String::new();
     for (name, file) in GUESTS {
         let path = built.join(file.replace('-', "_"));
-        let path = if path.exists() { path } else { built.join(file) };
-        assert!(path.exists(), "guest component {} was not built", path.display());
-        code.push_str(&format!("pub const {name}: &str = {:?};\n", path_str(&path)));
+        let path = if path.exists() {
+            path
+        } else {
+            built.join(file)
+        };
+        assert!(
+            path.exists(),
+            "guest component {} was not built",
+            path.display()
+        );
+        code.push_str(&format!(
+            "pub const {name}: &str = {:?};\n",
+            path_str(&path)
+        ));
     }
     std::fs::write(out_dir.join("guests.rs"), code).unwrap();
 }
 
 fn path_str(path: &Path) -> &str {
-    path.to_str().expect("the target directory's path must be UTF-8")
+    path.to_str()
+        .expect("the target directory's path must be UTF-8")
 }

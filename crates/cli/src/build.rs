@@ -25,7 +25,9 @@ pub fn build(manifest: &Manifest, skip_build: bool) -> anyhow::Result<Built> {
             Some(output) => output.clone(),
             None => locate_cargo_artifact(manifest, command)?,
         },
-        ComponentSource::Build { command, output } => run_build(manifest, command, output.as_deref())?,
+        ComponentSource::Build { command, output } => {
+            run_build(manifest, command, output.as_deref())?
+        }
     };
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
@@ -41,7 +43,11 @@ fn is_cargo(command: &[String]) -> bool {
     command.first().is_some_and(|c| c == "cargo")
 }
 
-fn run_build(manifest: &Manifest, command: &[String], output: Option<&Path>) -> anyhow::Result<PathBuf> {
+fn run_build(
+    manifest: &Manifest,
+    command: &[String],
+    output: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     let style = Style::stderr();
     let started = Instant::now();
     let progress = ProgressBar::new_spinner();
@@ -63,9 +69,12 @@ fn run_build(manifest: &Manifest, command: &[String], output: Option<&Path>) -> 
         cmd.arg("--message-format=json-render-diagnostics");
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run the build command `{shown}` in {}", manifest.dir.display()))?;
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "cannot run the build command `{shown}` in {}",
+            manifest.dir.display()
+        )
+    })?;
 
     // Cargo's diagnostics arrive on stderr; keep them for a failure report.
     let mut stderr = child.stderr.take().context("build stderr")?;
@@ -83,11 +92,16 @@ fn run_build(manifest: &Manifest, command: &[String], output: Option<&Path>) -> 
         if !cargo {
             continue;
         }
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if message["reason"] == "compiler-artifact" {
             compiled += 1;
             let name = message["target"]["name"].as_str().unwrap_or("?");
-            progress.set_message(format!("Building {}: {name} ({compiled} crates)", manifest.name));
+            progress.set_message(format!(
+                "Building {}: {name} ({compiled} crates)",
+                manifest.name
+            ));
             artifacts.push(message);
         }
     }
@@ -96,7 +110,10 @@ fn run_build(manifest: &Manifest, command: &[String], output: Option<&Path>) -> 
     progress.finish_and_clear();
     if !status.success() {
         eprint!("{diagnostics}");
-        bail!("the build of worker `{}` failed (`{shown}` exited with {status})", manifest.name);
+        bail!(
+            "the build of worker `{}` failed (`{shown}` exited with {status})",
+            manifest.name
+        );
     }
     let path = match output {
         Some(output) => output.to_path_buf(),
@@ -114,7 +131,10 @@ fn run_build(manifest: &Manifest, command: &[String], output: Option<&Path>) -> 
 }
 
 /// Finds the `.wasm` file cargo built for the manifest's package.
-fn pick_wasm_artifact(manifest: &Manifest, artifacts: &[serde_json::Value]) -> anyhow::Result<PathBuf> {
+fn pick_wasm_artifact(
+    manifest: &Manifest,
+    artifacts: &[serde_json::Value],
+) -> anyhow::Result<PathBuf> {
     let own_manifest = manifest.dir.join("Cargo.toml");
     let own_manifest = own_manifest.canonicalize().unwrap_or(own_manifest);
     let wasm_files = |a: &serde_json::Value| -> Vec<PathBuf> {
@@ -130,12 +150,19 @@ fn pick_wasm_artifact(manifest: &Manifest, artifacts: &[serde_json::Value]) -> a
     let own: Vec<PathBuf> = artifacts
         .iter()
         .filter(|a| {
-            a["manifest_path"].as_str().map(PathBuf::from).and_then(|p| p.canonicalize().ok())
+            a["manifest_path"]
+                .as_str()
+                .map(PathBuf::from)
+                .and_then(|p| p.canonicalize().ok())
                 == Some(own_manifest.clone())
         })
         .flat_map(wasm_files)
         .collect();
-    let candidates = if own.is_empty() { artifacts.iter().flat_map(wasm_files).collect() } else { own };
+    let candidates = if own.is_empty() {
+        artifacts.iter().flat_map(wasm_files).collect()
+    } else {
+        own
+    };
     match candidates.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!(
@@ -147,7 +174,10 @@ fn pick_wasm_artifact(manifest: &Manifest, artifacts: &[serde_json::Value]) -> a
             "the build of worker `{}` produced several .wasm files ({}); set `output` in [build] \
              to the one to serve",
             manifest.name,
-            many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -163,23 +193,42 @@ fn locate_cargo_artifact(manifest: &Manifest, command: &[String]) -> anyhow::Res
         .output()
         .context("cannot run `cargo metadata`")?;
     if !output.status.success() {
-        bail!("`cargo metadata` failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "`cargo metadata` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let target_dir = metadata["target_directory"].as_str().context("cargo metadata: target_directory")?;
-    let profile = if command.iter().any(|a| a == "--release" || a == "-r") { "release" } else { "debug" };
+    let target_dir = metadata["target_directory"]
+        .as_str()
+        .context("cargo metadata: target_directory")?;
+    let profile = if command.iter().any(|a| a == "--release" || a == "-r") {
+        "release"
+    } else {
+        "debug"
+    };
     let own_manifest = manifest.dir.join("Cargo.toml").canonicalize().ok();
     let package = metadata["packages"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["manifest_path"].as_str().map(PathBuf::from).and_then(|m| m.canonicalize().ok()) == own_manifest)
+        .find(|p| {
+            p["manifest_path"]
+                .as_str()
+                .map(PathBuf::from)
+                .and_then(|m| m.canonicalize().ok())
+                == own_manifest
+        })
         .context("cannot find the worker's package in `cargo metadata`")?;
     let name = package["targets"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib" || k == "bin")))
+        .find(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib" || k == "bin"))
+        })
         .and_then(|t| t["name"].as_str())
         .context("the worker's package has no cdylib or bin target")?;
     let path = PathBuf::from(target_dir)
@@ -187,7 +236,11 @@ fn locate_cargo_artifact(manifest: &Manifest, command: &[String]) -> anyhow::Res
         .join(profile)
         .join(format!("{}.wasm", name.replace('-', "_")));
     let dashed = path.with_file_name(format!("{name}.wasm"));
-    Ok(if path.exists() || !dashed.exists() { path } else { dashed })
+    Ok(if path.exists() || !dashed.exists() {
+        path
+    } else {
+        dashed
+    })
 }
 
 pub fn human_size(bytes: u64) -> String {

@@ -18,15 +18,23 @@ pub struct Style {
 
 impl Style {
     pub fn stdout() -> Style {
-        Style { enabled: stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+        Style {
+            enabled: stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
     }
 
     pub fn stderr() -> Style {
-        Style { enabled: stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+        Style {
+            enabled: stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
     }
 
     fn paint(self, code: &str, text: &str) -> String {
-        if self.enabled { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.enabled {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 
     pub fn bold(self, text: &str) -> String {

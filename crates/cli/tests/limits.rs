@@ -13,7 +13,10 @@ fn logged(dev: &Dev, id: &str) -> String {
 }
 
 fn measured_cpu_ms(line: &str) -> f64 {
-    let value = line.split("measured=").nth(1).expect("measured= in the log line");
+    let value = line
+        .split("measured=")
+        .nth(1)
+        .expect("measured= in the log line");
     value.split(" ms").next().unwrap().parse().unwrap()
 }
 
@@ -28,14 +31,27 @@ fn infinite_loop_is_stopped_at_the_cpu_limit() {
 
     assert_eq!(reply.status, 503);
     let id = reply.request_id();
-    assert!(reply.text().contains("CPU time limit (50.000 ms)"), "{}", reply.text());
+    assert!(
+        reply.text().contains("CPU time limit (50.000 ms)"),
+        "{}",
+        reply.text()
+    );
     assert!(reply.text().contains(&id));
     let line = logged(&dev, &id);
-    assert!(line.contains("GET /loop 503") && line.contains("limit=cpu"), "{line}");
+    assert!(
+        line.contains("GET /loop 503") && line.contains("limit=cpu"),
+        "{line}"
+    );
     let guest_cpu = measured_cpu_ms(&line);
-    assert!((50.0..=60.0).contains(&guest_cpu), "guest ran {guest_cpu} ms of CPU: {line}");
+    assert!(
+        (50.0..=60.0).contains(&guest_cpu),
+        "guest ran {guest_cpu} ms of CPU: {line}"
+    );
     // The whole process (HTTP, epoch thread and all) stays close to it.
-    assert!(process_cpu < Duration::from_millis(75), "process used {process_cpu:?}");
+    assert!(
+        process_cpu < Duration::from_millis(75),
+        "process used {process_cpu:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -54,7 +70,10 @@ fn other_requests_are_served_while_a_guest_spins() {
     let (loop_status, loop_done) = spinner.join().unwrap();
     assert_eq!(hello.status, 200);
     assert_eq!(loop_status, 503);
-    assert!(hello_done < loop_done, "hello waited for the spinning guest");
+    assert!(
+        hello_done < loop_done,
+        "hello waited for the spinning guest"
+    );
 }
 
 #[test]
@@ -64,14 +83,30 @@ fn sleeping_is_not_cpu_time() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "slept 200 ms\n");
     let timing = reply.header("server-timing").unwrap().to_string();
-    let cpu: f64 = timing.split("cpu;dur=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    let cpu: f64 = timing
+        .split("cpu;dur=")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let total: f64 = timing.split("total;dur=").nth(1).unwrap().parse().unwrap();
     assert!(cpu < 50.0 && total >= 200.0, "{timing}");
 }
 
 fn timing_cpu_ms(reply: &common::Reply) -> f64 {
     let timing = reply.header("server-timing").expect("Server-Timing");
-    timing.split("cpu;dur=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
+    timing
+        .split("cpu;dur=")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -82,7 +117,10 @@ fn server_timing_reports_the_cpu_the_guest_used() {
     let heavy = dev.get("/burn?iterations=20000000");
     assert_eq!((light.status, heavy.status), (200, 200));
     let (light, heavy) = (timing_cpu_ms(&light), timing_cpu_ms(&heavy));
-    assert!(heavy > 4.0 && heavy > 4.0 * light, "light {light} ms, heavy {heavy} ms");
+    assert!(
+        heavy > 4.0 && heavy > 4.0 * light,
+        "light {light} ms, heavy {heavy} ms"
+    );
 }
 
 #[test]
@@ -91,8 +129,16 @@ fn sleeping_past_the_wall_limit_is_504() {
     let started = Instant::now();
     let reply = dev.get("/sleep?ms=5000");
     assert_eq!(reply.status, 504);
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-    assert!(reply.text().contains("wall time limit (300.000 ms)"), "{}", reply.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        reply.text().contains("wall time limit (300.000 ms)"),
+        "{}",
+        reply.text()
+    );
     let line = logged(&dev, &reply.request_id());
     assert!(line.contains("limit=wall"), "{line}");
 }
@@ -102,9 +148,16 @@ fn memory_bomb_is_500_with_reason_memory() {
     let dev = Dev::fixtures("[limits]\nmemory_mib = 64\n", &[]);
     let reply = dev.get("/alloc?mib=1000");
     assert_eq!(reply.status, 500);
-    assert!(reply.text().contains("memory limit (64 MiB)"), "{}", reply.text());
+    assert!(
+        reply.text().contains("memory limit (64 MiB)"),
+        "{}",
+        reply.text()
+    );
     let line = logged(&dev, &reply.request_id());
-    assert!(line.contains("limit=memory") && line.contains("limit=64 MiB"), "{line}");
+    assert!(
+        line.contains("limit=memory") && line.contains("limit=64 MiB"),
+        "{line}"
+    );
     // Within the limit, the same route works.
     let ok = dev.get("/alloc?mib=16");
     assert_eq!(ok.status, 200, "{}", ok.text());
@@ -116,10 +169,17 @@ fn panic_and_trap_are_500_with_the_request_id_in_body_and_log() {
     let panic = dev.get("/panic");
     assert_eq!(panic.status, 500);
     let id = panic.request_id();
-    assert!(panic.text().contains("the worker panicked"), "{}", panic.text());
+    assert!(
+        panic.text().contains("the worker panicked"),
+        "{}",
+        panic.text()
+    );
     assert!(panic.text().contains(&format!("request id: {id}")));
     let line = logged(&dev, &id);
-    assert!(line.contains("reason=panic") && line.contains("boom from the fixtures"), "{line}");
+    assert!(
+        line.contains("reason=panic") && line.contains("boom from the fixtures"),
+        "{line}"
+    );
 
     let trap = dev.get("/trap");
     assert_eq!(trap.status, 500);
@@ -146,7 +206,11 @@ fn status_for_declared_length(dev: &Dev, path: &str, length: usize) -> String {
     use std::io::{BufRead, BufReader, Write};
     let address = dev.url.trim_start_matches("http://").to_string();
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(stream, "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n"
+    )
+    .unwrap();
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
     line.trim_end().to_string()
@@ -162,10 +226,16 @@ fn oversized_request_bodies_are_413() {
     // Streamed without a length: refused when the limit is crossed.
     let big = vec![7u8; 2 * 1024 * 1024];
     let streamed = common::Reply::from(
-        agent().post(&dev.url("/consume")).send(ureq::SendBody::from_reader(&mut &big[..])),
+        agent()
+            .post(&dev.url("/consume"))
+            .send(ureq::SendBody::from_reader(&mut &big[..])),
     );
     assert_eq!(streamed.status, 413);
-    assert!(streamed.text().contains("exceeds the limit of 1 MiB"), "{}", streamed.text());
+    assert!(
+        streamed.text().contains("exceeds the limit of 1 MiB"),
+        "{}",
+        streamed.text()
+    );
     let line = logged(&dev, &streamed.request_id());
     assert!(line.contains("limit=request-body"), "{line}");
 
@@ -181,7 +251,9 @@ fn a_request_body_crossing_the_limit_after_the_response_began_aborts_it() {
     let dev = Dev::fixtures("[limits]\nbody_mib = 1\n", &[]);
     let big = vec![7u8; 3 * 1024 * 1024];
     let reply = common::Reply::from(
-        agent().post(&dev.url("/echo")).send(ureq::SendBody::from_reader(&mut &big[..])),
+        agent()
+            .post(&dev.url("/echo"))
+            .send(ureq::SendBody::from_reader(&mut &big[..])),
     );
     // The echo had already answered 200; the body must not look complete.
     assert!(reply.body.is_err() || reply.body.as_ref().unwrap().len() < big.len());
@@ -194,7 +266,10 @@ fn oversized_response_bodies_are_cut_off() {
     let dev = Dev::fixtures("[limits]\nbody_mib = 1\n", &[]);
     let reply = dev.get("/big?mib=3");
     assert_eq!(reply.status, 200);
-    assert!(reply.body.is_err(), "a truncated body must not look complete");
+    assert!(
+        reply.body.is_err(),
+        "a truncated body must not look complete"
+    );
     let line = logged(&dev, &reply.request_id());
     assert!(line.contains("limit=response-body"), "{line}");
     assert_eq!(dev.get("/big?mib=1").body.unwrap().len(), 1024 * 1024);
@@ -208,7 +283,11 @@ fn instance_cap_queues_then_answers_503() {
     std::thread::sleep(Duration::from_millis(300));
     let refused = dev.get("/hello");
     assert_eq!(refused.status, 503);
-    assert!(refused.text().contains("instance limit"), "{}", refused.text());
+    assert!(
+        refused.text().contains("instance limit"),
+        "{}",
+        refused.text()
+    );
     assert_eq!(holder.join().unwrap(), 200);
     assert_eq!(dev.get("/hello").status, 200);
 }

@@ -15,7 +15,10 @@ fn hello_answers_with_timing_and_logs_the_guest_output() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "hello from fixtures\n");
     let timing = reply.header("server-timing").expect("Server-Timing header");
-    assert!(timing.starts_with("cpu;dur=") && timing.contains(", total;dur="), "{timing}");
+    assert!(
+        timing.starts_with("cpu;dur=") && timing.contains(", total;dur="),
+        "{timing}"
+    );
     let entry = dev.log_entry(&format!("id={}", reply.request_id()));
     assert!(entry[0].starts_with("GET /hello 200 cpu="), "{entry:?}");
     assert_eq!(entry[1..], ["  out saying hello", "  err to stderr too"]);
@@ -33,9 +36,15 @@ fn a_component_built_with_other_bindings_runs_unmodified() {
 fn echo_streams_a_multi_mebibyte_body_both_ways() {
     // Streaming is measured here, not CPU: a debug build copies slowly.
     let dev = Dev::fixtures("[limits]\ncpu_ms = 2000\n", &["--max-cpu-ms", "2000"]);
-    let body: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let body: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     // A reader without a length makes the client send chunked frames.
-    let reply = Reply::from(agent().post(&dev.url("/echo")).send(ureq::SendBody::from_reader(&mut &body[..])));
+    let reply = Reply::from(
+        agent()
+            .post(&dev.url("/echo"))
+            .send(ureq::SendBody::from_reader(&mut &body[..])),
+    );
     assert_eq!(reply.status, 200);
     let echoed = reply.body.unwrap();
     assert_eq!(echoed.len(), body.len());
@@ -46,7 +55,11 @@ fn echo_streams_a_multi_mebibyte_body_both_ways() {
 fn manifest_vars_are_the_guest_environment() {
     let dev = Dev::fixtures("[vars]\nGREETING = \"hello, edge\"\n", &[]);
     assert_eq!(dev.get("/env?name=GREETING").text(), "hello, edge");
-    assert_eq!(dev.get("/env?name=HOME").text(), "<unset>", "the host environment leaked");
+    assert_eq!(
+        dev.get("/env?name=HOME").text(),
+        "<unset>",
+        "the host environment leaked"
+    );
 }
 
 #[test]
@@ -55,8 +68,13 @@ fn outbound_http_is_refused_with_an_error_value() {
     let reply = dev.get("/fetch");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "fetch failed: ErrorCode::HttpRequestDenied");
-    let entry = dev.log_entry(&format!("id={}", reply.request_id())).join("\n");
-    assert!(entry.contains("outbound request to http://example.com/ denied"), "{entry}");
+    let entry = dev
+        .log_entry(&format!("id={}", reply.request_id()))
+        .join("\n");
+    assert!(
+        entry.contains("outbound request to http://example.com/ denied"),
+        "{entry}"
+    );
 }
 
 #[test]
@@ -75,7 +93,11 @@ fn every_request_gets_a_fresh_instance_unless_reuse_is_on() {
 
     let reused = Dev::fixtures("[limits]\ninstance_reuse = 3\n", &[]);
     let counts: Vec<String> = (0..4).map(|_| reused.get("/count").text()).collect();
-    assert_eq!(counts, ["1", "2", "3", "1"], "an instance serves 3 requests, then a new one starts");
+    assert_eq!(
+        counts,
+        ["1", "2", "3", "1"],
+        "an instance serves 3 requests, then a new one starts"
+    );
 
     // A trap discards the instance it happened in.
     assert_eq!(reused.get("/count").text(), "2");
@@ -89,21 +111,38 @@ fn the_compiled_component_is_reused_after_a_restart() {
     let data = tempfile::tempdir().unwrap();
     let data_arg = data.path().to_str().unwrap().to_string();
     let mut first = Dev::start(dir, &["--data-dir", &data_arg]);
-    assert!(first.stderr().iter().any(|l| l.starts_with("Compiled fixtures")), "{:?}", first.stderr());
+    assert!(
+        first
+            .stderr()
+            .iter()
+            .any(|l| l.starts_with("Compiled fixtures")),
+        "{:?}",
+        first.stderr()
+    );
     first.terminate();
     assert!(first.wait(Duration::from_secs(10)).success());
-    let artifacts: Vec<_> = std::fs::read_dir(data.path().join("compiled")).unwrap().flatten().collect();
+    let artifacts: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(artifacts.len(), 1, "one compiled artifact");
     let modified = artifacts[0].metadata().unwrap().modified().unwrap();
 
     let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
     let second = Dev::start(dir, &["--data-dir", &data_arg]);
     assert!(
-        second.stderr().iter().any(|l| l.starts_with("Loaded fixtures") && l.ends_with("from the compile cache")),
+        second
+            .stderr()
+            .iter()
+            .any(|l| l.starts_with("Loaded fixtures") && l.ends_with("from the compile cache")),
         "{:?}",
         second.stderr()
     );
-    assert_eq!(artifacts[0].metadata().unwrap().modified().unwrap(), modified, "artifact rewritten");
+    assert_eq!(
+        artifacts[0].metadata().unwrap().modified().unwrap(),
+        modified,
+        "artifact rewritten"
+    );
     assert_eq!(second.get("/hello").status, 200);
 }
 
@@ -128,20 +167,36 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 #[test]
 fn unknown_manifest_keys_fail_with_line_and_suggestion() {
     let dir = project(common::FIXTURES, "[limits]\ncpu = 10\n");
-    let output = verge().arg("dev").arg(dir.path()).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    let output = verge()
+        .arg("dev")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("verge.toml:4:1: unknown key `cpu`"), "{stderr}");
+    assert!(
+        stderr.contains("verge.toml:4:1: unknown key `cpu`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("did you mean `cpu_ms`?"), "{stderr}");
 }
 
 #[test]
 fn a_limit_above_the_ceiling_is_refused_naming_the_key() {
     let dir = project(common::FIXTURES, "[limits]\ncpu_ms = 500\n");
-    let output = verge().arg("dev").arg(dir.path()).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    let output = verge()
+        .arg("dev")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("limit `cpu_ms` is 500 ms, above this node's ceiling of 50 ms"), "{stderr}");
+    assert!(
+        stderr.contains("limit `cpu_ms` is 500 ms, above this node's ceiling of 50 ms"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -150,7 +205,12 @@ fn a_file_that_is_not_a_component_is_refused_clearly() {
     let bogus = dir.path().join("bogus.wasm");
     std::fs::write(&bogus, b"not wasm at all").unwrap();
     common::write_manifest(dir.path(), bogus.to_str().unwrap(), "");
-    let output = verge().arg("dev").arg(dir.path()).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    let output = verge()
+        .arg("dev")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot load worker `fixtures`"), "{stderr}");
@@ -184,7 +244,12 @@ fn the_hello_example_builds_and_serves() {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let url = line.trim().split(" at ").nth(1).unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+    let url = line
+        .trim()
+        .split(" at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_string();
     let reply = Reply::from(agent().get(&format!("{url}/hello?name=Ada")).call());
     let _ = child.kill();
     let _ = child.wait();

@@ -39,7 +39,10 @@ pub enum ComponentSource {
     /// Built by running `command` in the manifest's directory. With no
     /// `output`, the command must be a `cargo build` and the component is the
     /// `.wasm` artifact cargo reports.
-    Build { command: Vec<String>, output: Option<PathBuf> },
+    Build {
+        command: Vec<String>,
+        output: Option<PathBuf>,
+    },
 }
 
 /// The `[limits]` table.
@@ -142,7 +145,11 @@ impl Manifest {
         let find = |key: &str| find_key(text, key);
 
         let name = raw.name.ok_or_else(|| {
-            error(None, "missing `name`".into(), Some("add `name = \"my-worker\"` at the top".into()))
+            error(
+                None,
+                "missing `name`".into(),
+                Some("add `name = \"my-worker\"` at the top".into()),
+            )
         })?;
         if let Err(problem) = check_name(&name) {
             return Err(error(
@@ -186,11 +193,15 @@ impl Manifest {
                 if output.is_none() && !is_cargo_build {
                     return Err(error(
                         find("command"),
-                        "`build.output` is required when the build command is not `cargo build`".into(),
+                        "`build.output` is required when the build command is not `cargo build`"
+                            .into(),
                         Some("add `output = \"path/to/worker.wasm\"` to [build]".into()),
                     ));
                 }
-                ComponentSource::Build { command, output: output.map(|o| dir.join(o)) }
+                ComponentSource::Build {
+                    command,
+                    output: output.map(|o| dir.join(o)),
+                }
             }
         };
 
@@ -221,7 +232,13 @@ impl Manifest {
                 ));
             }
         }
-        Ok(Manifest { name, source, vars: raw.vars, limits, dir })
+        Ok(Manifest {
+            name,
+            source,
+            vars: raw.vars,
+            limits,
+            dir,
+        })
     }
 }
 
@@ -232,7 +249,10 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     if name.len() > 63 {
         return Err("it is longer than 63 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("it may contain only lowercase letters, digits and `-`");
     }
     if name.starts_with('-') || name.ends_with('-') {
@@ -267,22 +287,22 @@ fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
 /// and a suggestion.
 fn explain_toml_error(message: &str) -> (String, Option<String>) {
     let message = message.trim();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = rest.split_once('`') {
-            let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            // A close spelling, or a key the unknown one is a prefix of
-            // (`cpu` for `cpu_ms`).
-            let closest = known
-                .iter()
-                .map(|k| (strsim::damerau_levenshtein(field, k), *k))
-                .filter(|(d, k)| *d <= 2.max(k.len() / 3) || (field.len() >= 3 && k.starts_with(field)))
-                .min();
-            let help = match closest {
-                Some((_, k)) => format!("did you mean `{k}`?"),
-                None => format!("known keys here: {}", known.join(", ")),
-            };
-            return (format!("unknown key `{field}`"), Some(help));
-        }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        // A close spelling, or a key the unknown one is a prefix of
+        // (`cpu` for `cpu_ms`).
+        let closest = known
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(field, k), *k))
+            .filter(|(d, k)| *d <= 2.max(k.len() / 3) || (field.len() >= 3 && k.starts_with(field)))
+            .min();
+        let help = match closest {
+            Some((_, k)) => format!("did you mean `{k}`?"),
+            None => format!("known keys here: {}", known.join(", ")),
+        };
+        return (format!("unknown key `{field}`"), Some(help));
     }
     (message.to_string(), None)
 }
@@ -301,7 +321,10 @@ mod tests {
         assert_eq!(m.name, "hello");
         assert_eq!(
             m.source,
-            ComponentSource::Build { command: DEFAULT_BUILD.iter().map(|s| s.to_string()).collect(), output: None }
+            ComponentSource::Build {
+                command: DEFAULT_BUILD.iter().map(|s| s.to_string()).collect(),
+                output: None
+            }
         );
         assert_eq!(m.dir, Path::new("/w"));
     }
@@ -313,7 +336,10 @@ mod tests {
              [limits]\ncpu_ms = 10\nwall_ms = 2000\nmemory_mib = 64\nbody_mib = 1\ninstance_reuse = 8\n",
         )
         .unwrap();
-        assert_eq!(m.source, ComponentSource::Prebuilt(PathBuf::from("/w/out/api.wasm")));
+        assert_eq!(
+            m.source,
+            ComponentSource::Prebuilt(PathBuf::from("/w/out/api.wasm"))
+        );
         assert_eq!(m.vars.get("GREETING").map(String::as_str), Some("hi"));
         assert_eq!(
             m.limits,
@@ -333,7 +359,11 @@ mod tests {
         assert_eq!(e.message, "unknown key `cpu_msec`");
         assert_eq!(e.location.map(|l| l.0), Some(4));
         assert_eq!(e.help.as_deref(), Some("did you mean `cpu_ms`?"));
-        assert!(e.to_string().starts_with("/w/verge.toml:4:1: unknown key `cpu_msec`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/w/verge.toml:4:1: unknown key `cpu_msec`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -345,7 +375,11 @@ mod tests {
     #[test]
     fn unknown_top_level_key_without_close_match_lists_known_keys() {
         let e = parse("name = \"x\"\nroutez_and_more = 1\n").unwrap_err();
-        assert!(e.help.unwrap().contains("known keys here: name, component, build, vars, limits"));
+        assert!(
+            e.help
+                .unwrap()
+                .contains("known keys here: name, component, build, vars, limits")
+        );
     }
 
     #[test]
@@ -354,12 +388,18 @@ mod tests {
             let e = parse(&format!("name = {bad:?}\n")).unwrap_err();
             assert_eq!(e.location, Some((1, 1)), "{bad}: {e}");
         }
-        assert!(parse("component = \"a.wasm\"\n").unwrap_err().message.contains("missing `name`"));
+        assert!(
+            parse("component = \"a.wasm\"\n")
+                .unwrap_err()
+                .message
+                .contains("missing `name`")
+        );
     }
 
     #[test]
     fn component_and_build_are_exclusive() {
-        let e = parse("name = \"x\"\ncomponent = \"a.wasm\"\n[build]\ncommand = \"make\"\n").unwrap_err();
+        let e = parse("name = \"x\"\ncomponent = \"a.wasm\"\n[build]\ncommand = \"make\"\n")
+            .unwrap_err();
         assert!(e.message.contains("both"), "{e}");
         assert_eq!(e.location, Some((2, 1)));
     }
@@ -368,7 +408,8 @@ mod tests {
     fn custom_build_needs_an_output() {
         let e = parse("name = \"x\"\n[build]\ncommand = \"make wasm\"\n").unwrap_err();
         assert!(e.message.contains("`build.output` is required"), "{e}");
-        let m = parse("name = \"x\"\n[build]\ncommand = \"make wasm\"\noutput = \"x.wasm\"\n").unwrap();
+        let m =
+            parse("name = \"x\"\n[build]\ncommand = \"make wasm\"\noutput = \"x.wasm\"\n").unwrap();
         assert_eq!(
             m.source,
             ComponentSource::Build {

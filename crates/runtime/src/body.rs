@@ -27,7 +27,12 @@ pub(crate) struct LimitedIncoming {
 
 impl LimitedIncoming {
     pub(crate) fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> LimitedIncoming {
-        LimitedIncoming { inner, remaining: limit, limit, exceeded }
+        LimitedIncoming {
+            inner,
+            remaining: limit,
+            limit,
+            exceeded,
+        }
     }
 }
 
@@ -47,7 +52,9 @@ impl Body for LimitedIncoming {
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);
                 if len > self.remaining {
                     self.exceeded.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
+                    return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(
+                        self.limit,
+                    )))));
                 }
                 self.remaining -= len;
                 Poll::Ready(Some(Ok(frame)))
@@ -86,11 +93,15 @@ enum Kind {
 impl ResponseBody {
     /// A body the node wrote itself.
     pub fn full(bytes: Bytes) -> ResponseBody {
-        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())) }
+        ResponseBody {
+            kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
+        }
     }
 
     pub(crate) fn guest(body: GuestBody) -> ResponseBody {
-        ResponseBody { kind: Kind::Guest(Box::new(body)) }
+        ResponseBody {
+            kind: Kind::Guest(Box::new(body)),
+        }
     }
 }
 
@@ -134,11 +145,24 @@ pub(crate) struct GuestBody {
 }
 
 impl GuestBody {
-    pub(crate) fn new(inner: HyperOutgoingBody, run: Option<GuestRun>, record: Record) -> GuestBody {
-        GuestBody { inner, run, record: Some(record), sent: 0, done: false }
+    pub(crate) fn new(
+        inner: HyperOutgoingBody,
+        run: Option<GuestRun>,
+        record: Record,
+    ) -> GuestBody {
+        GuestBody {
+            inner,
+            run,
+            record: Some(record),
+            sent: 0,
+            done: false,
+        }
     }
 
-    fn abort(&mut self, termination: Termination) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+    fn abort(
+        &mut self,
+        termination: Termination,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
         self.done = true;
         let message = termination.to_string();
         if let Some(record) = &mut self.record {
@@ -149,11 +173,18 @@ impl GuestBody {
         Poll::Ready(Some(Err(BodyAborted(message))))
     }
 
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some(exceeded) = self.record.as_ref().and_then(Record::request_body_termination) {
+        if let Some(exceeded) = self
+            .record
+            .as_ref()
+            .and_then(Record::request_body_termination)
+        {
             return self.abort(exceeded);
         }
         if let (Some(run), Some(record)) = (&mut self.run, &mut self.record) {
@@ -178,19 +209,25 @@ impl GuestBody {
             Poll::Ready(Some(Err(e))) => {
                 // The guest aborted its body (or dropped it unfinished),
                 // perhaps because its request body crossed the limit.
-                if let Some(exceeded) = self.record.as_ref().and_then(Record::request_body_termination) {
+                if let Some(exceeded) = self
+                    .record
+                    .as_ref()
+                    .and_then(Record::request_body_termination)
+                {
                     return self.abort(exceeded);
                 }
                 self.done = true;
                 self.run = None;
-                Poll::Ready(Some(Err(BodyAborted(format!("the worker aborted the body: {e}")))))
+                Poll::Ready(Some(Err(BodyAborted(format!(
+                    "the worker aborted the body: {e}"
+                )))))
             }
             Poll::Ready(None) => {
                 self.done = true;
-                if let (Some(run), Some(record)) = (self.run.take(), self.record.take()) {
-                    if run.is_running() {
-                        run.finish_in_background(record);
-                    }
+                if let (Some(run), Some(record)) = (self.run.take(), self.record.take())
+                    && run.is_running()
+                {
+                    run.finish_in_background(record);
                 }
                 Poll::Ready(None)
             }

@@ -46,12 +46,17 @@ impl CompileCache {
         // a recompile.
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        CompileCache { dir, engine_key: format!("{:016x}", hasher.finish()) }
+        CompileCache {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+        }
     }
 
     /// The file an artifact of `hash` lives in.
     pub fn artifact_path(&self, hash: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_key)))
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_key)))
     }
 
     /// Loads the compiled form of `bytes` (whose hash is `hash`), compiling and
@@ -64,10 +69,19 @@ impl CompileCache {
     ) -> Result<(Component, CompileSource), LoadError> {
         let path = self.artifact_path(hash);
         if let Some(path) = path.as_deref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `store` below from the output of
-            // `Component::serialize` for an engine with the same compatibility
-            // hash; the cache directory belongs to this node.
-            match unsafe { Component::deserialize_file(engine, path) } {
+            // Read into memory rather than map the file: a mapped artifact
+            // that someone truncates or rewrites in place would crash the
+            // node with SIGBUS the next time its code runs.
+            let loaded = std::fs::read(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| {
+                    // SAFETY: the file was written by `store` below from the output
+                    // of `Component::serialize` for an engine with the same
+                    // compatibility hash; the cache directory belongs to this node.
+                    // Deserialization still checks the header and engine settings.
+                    unsafe { Component::deserialize(engine, &bytes) }.map_err(anyhow::Error::from)
+                });
+            match loaded {
                 Ok(component) => return Ok((component, CompileSource::Cache)),
                 Err(e) => tracing::warn!(
                     path = %path.display(),
@@ -76,13 +90,13 @@ impl CompileCache {
             }
         }
         let started = Instant::now();
-        let component =
-            Component::from_binary(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = Component::from_binary(engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let took = started.elapsed();
-        if let Some(path) = path {
-            if let Err(e) = store(&component, &path) {
-                tracing::warn!(path = %path.display(), "cannot write the compiled component cache: {e:#}");
-            }
+        if let Some(path) = path
+            && let Err(e) = store(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), "cannot write the compiled component cache: {e:#}");
         }
         Ok((component, CompileSource::Compiled(took)))
     }
@@ -96,7 +110,9 @@ fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("artifact"),
         std::process::id()
     ));
     std::fs::write(&tmp, bytes)?;
@@ -122,7 +138,10 @@ mod tests {
         let cache = CompileCache::new(&engine, Some(PathBuf::from("/c")));
         let path = cache.artifact_path("ab12").unwrap();
         let name = path.file_name().unwrap().to_str().unwrap();
-        assert!(name.starts_with("ab12-") && name.ends_with(".cwasm"), "{name}");
+        assert!(
+            name.starts_with("ab12-") && name.ends_with(".cwasm"),
+            "{name}"
+        );
         assert_eq!(CompileCache::new(&engine, None).artifact_path("ab12"), None);
     }
 }

@@ -18,7 +18,10 @@ use std::time::Duration;
 
 /// Nanoseconds of CPU time the calling thread has used.
 pub fn thread_cpu_now() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is
     // supported on every Linux and macOS this runs on.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
@@ -143,7 +146,10 @@ mod tests {
         Metered::new(fut, meter.clone()).await;
         let used = meter.used();
         assert!(used >= Duration::from_millis(5), "charged {used:?}");
-        assert!(used < Duration::from_millis(40), "sleep was charged: {used:?}");
+        assert!(
+            used < Duration::from_millis(40),
+            "sleep was charged: {used:?}"
+        );
         assert!(!meter.exceeded());
     }
 

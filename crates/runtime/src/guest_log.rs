@@ -54,14 +54,18 @@ impl Buffers {
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            self.lines.push(LogLine { stream, text: text.trim_end_matches('\r').to_string() });
+            self.lines.push(LogLine {
+                stream,
+                text: text.trim_end_matches('\r').to_string(),
+            });
         }
     }
 
     fn flush_partial(&mut self) {
-        for (stream, pending) in
-            [(LogStream::Stdout, &mut self.stdout), (LogStream::Stderr, &mut self.stderr)]
-        {
+        for (stream, pending) in [
+            (LogStream::Stdout, &mut self.stdout),
+            (LogStream::Stderr, &mut self.stderr),
+        ] {
             if !pending.is_empty() {
                 let text = String::from_utf8_lossy(pending).into_owned();
                 self.lines.push(LogLine { stream, text });
@@ -84,7 +88,10 @@ impl GuestLog {
 
     /// A stream to hand to WASI as stdout or stderr.
     pub fn stream(&self, stream: LogStream) -> GuestLogStream {
-        GuestLogStream { log: self.clone(), stream }
+        GuestLogStream {
+            log: self.clone(),
+            stream,
+        }
     }
 
     /// Takes the lines written so far, including an unterminated last line,
@@ -160,7 +167,11 @@ impl Pollable for GuestLogStream {
 }
 
 impl AsyncWrite for GuestLogStream {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.log.lock().push(self.stream, buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -206,7 +217,8 @@ mod tests {
         let mut out = log.stream(LogStream::Stdout);
         let line = vec![b'x'; 1023];
         for _ in 0..100 {
-            out.write(Bytes::from([line.as_slice(), b"\n"].concat())).unwrap();
+            out.write(Bytes::from([line.as_slice(), b"\n"].concat()))
+                .unwrap();
         }
         let (lines, dropped) = log.take();
         let kept: usize = lines.iter().map(|l| l.text.len() + 1).sum();
@@ -218,7 +230,10 @@ mod tests {
     fn finds_a_panic_message() {
         let log = GuestLog::new();
         let mut err = log.stream(LogStream::Stderr);
-        err.write(Bytes::from_static(b"thread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\n")).unwrap();
+        err.write(Bytes::from_static(
+            b"thread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\n",
+        ))
+        .unwrap();
         assert!(log.mentions_panic().unwrap().contains("src/lib.rs:3:5"));
     }
 }

@@ -32,7 +32,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::body::{GuestBody, LimitedIncoming, ResponseBody};
 use crate::cpu::{CpuMeter, Metered};
 use crate::guest_log::GuestLog;
-use crate::log::{RequestId, RequestSummary, Termination, ms};
+use crate::log::{RequestId, RequestSummary, Termination, millis};
 use crate::state::InstanceState;
 use crate::worker::Worker;
 
@@ -66,7 +66,12 @@ impl Instance {
             }
         });
         store.set_epoch_deadline(1);
-        Instance { store, proxy: None, log, served: 0 }
+        Instance {
+            store,
+            proxy: None,
+            log,
+            served: 0,
+        }
     }
 
     /// Readies a reused instance for its next request.
@@ -82,13 +87,20 @@ impl Instance {
         &mut self,
         worker: &Worker,
         request: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
-        outparam: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+        outparam: wasmtime::component::Resource<
+            wasmtime_wasi_http::p2::types::HostResponseOutparam,
+        >,
     ) -> wasmtime::Result<()> {
         let proxy = match &self.proxy {
             Some(proxy) => proxy,
-            None => self.proxy.insert(worker.pre.instantiate_async(&mut self.store).await?),
+            None => self
+                .proxy
+                .insert(worker.pre.instantiate_async(&mut self.store).await?),
         };
-        proxy.wasi_http_incoming_handler().call_handle(&mut self.store, request, outparam).await
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut self.store, request, outparam)
+            .await
     }
 }
 
@@ -106,11 +118,11 @@ impl GuestRun {
     /// Polls the guest if it is still running; its output is kept in
     /// `finished`.
     fn poll_guest(&mut self, cx: &mut Context<'_>) {
-        if let Some(future) = &mut self.future {
-            if let Poll::Ready(output) = Pin::new(future).poll(cx) {
-                self.future = None;
-                self.finished = Some(output);
-            }
+        if let Some(future) = &mut self.future
+            && let Poll::Ready(output) = Pin::new(future).poll(cx)
+        {
+            self.future = None;
+            self.finished = Some(output);
         }
     }
 
@@ -174,7 +186,9 @@ impl Record {
     pub(crate) fn request_body_termination(&self) -> Option<Termination> {
         self.request_body_exceeded
             .load(Ordering::Relaxed)
-            .then(|| Termination::RequestBodyLimit { limit: self.worker.limits.body })
+            .then(|| Termination::RequestBodyLimit {
+                limit: self.worker.limits.body,
+            })
     }
 }
 
@@ -203,17 +217,25 @@ impl Drop for Record {
 /// Works out why a guest failed.
 fn classify(error: &wasmtime::Error, meter: &CpuMeter, instance: &Instance) -> Termination {
     if meter.exceeded() || error.is::<CpuLimitExceeded>() {
-        return Termination::CpuLimit { used: meter.used(), limit: meter.limit() };
+        return Termination::CpuLimit {
+            used: meter.used(),
+            limit: meter.limit(),
+        };
     }
     if let Some(requested) = instance.store.data().limiter.exceeded {
-        return Termination::MemoryLimit { requested, limit: instance.store.data().limiter.limit };
+        return Termination::MemoryLimit {
+            requested,
+            limit: instance.store.data().limiter.limit,
+        };
     }
     if let Some(message) = instance.log.mentions_panic() {
         return Termination::Panic { message };
     }
     // `{:#}` is the cause chain with the wasm backtrace, without the host
     // stack (which says nothing about the guest).
-    Termination::Trap { message: format!("{error:#}") }
+    Termination::Trap {
+        message: format!("{error:#}"),
+    }
 }
 
 impl Worker {
@@ -239,7 +261,12 @@ impl Worker {
         };
 
         if declared_length(request.headers()).is_some_and(|n| n > self.limits.body) {
-            return host_response(record, Termination::RequestBodyLimit { limit: self.limits.body });
+            return host_response(
+                record,
+                Termination::RequestBodyLimit {
+                    limit: self.limits.body,
+                },
+            );
         }
         let permits = self.runtime.permits.clone();
         let permit = match permits.clone().try_acquire_owned() {
@@ -274,7 +301,14 @@ impl Worker {
         };
         let (guest_request, outparam) = match resources {
             Ok(resources) => resources,
-            Err(e) => return host_response(record, Termination::BadRequest { detail: format!("{e:#}") }),
+            Err(e) => {
+                return host_response(
+                    record,
+                    Termination::BadRequest {
+                        detail: format!("{e:#}"),
+                    },
+                );
+            }
         };
 
         let worker = self.clone();
@@ -306,9 +340,17 @@ impl Worker {
         })
         .await;
 
-        let failure = run.finished.take().and_then(|output| record.guest_finished(output));
+        let failure = run
+            .finished
+            .take()
+            .and_then(|output| record.guest_finished(output));
         if body_exceeded.load(Ordering::Relaxed) {
-            return host_response(record, Termination::RequestBodyLimit { limit: self.limits.body });
+            return host_response(
+                record,
+                Termination::RequestBodyLimit {
+                    limit: self.limits.body,
+                },
+            );
         }
         if let Some(failure) = failure {
             return host_response(record, failure);
@@ -317,11 +359,16 @@ impl Worker {
             Some(Ok(response)) => guest_response(record, response, run),
             Some(Err(code)) => host_response(
                 record,
-                Termination::NoResponse { detail: format!("the worker responded with an error: {code:?}") },
+                Termination::NoResponse {
+                    detail: format!("the worker responded with an error: {code:?}"),
+                },
             ),
-            None if run.future.is_some() => {
-                host_response(record, Termination::WallLimit { limit: self.limits.wall })
-            }
+            None if run.future.is_some() => host_response(
+                record,
+                Termination::WallLimit {
+                    limit: self.limits.wall,
+                },
+            ),
             None => host_response(
                 record,
                 Termination::NoResponse {
@@ -339,18 +386,25 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 /// A response of the node's own, for a request that ended early.
 fn host_response(mut record: Record, termination: Termination) -> Response<ResponseBody> {
     let status = termination.status();
-    let mut text = format!("{}\nrequest id: {}\n", termination.public_message(), record.id);
-    if record.worker.expose_errors {
-        if let Some(detail) = termination.detail() {
-            text.push('\n');
-            text.push_str(detail);
-            text.push('\n');
-        }
+    let mut text = format!(
+        "{}\nrequest id: {}\n",
+        termination.public_message(),
+        record.id
+    );
+    if record.worker.expose_errors
+        && let Some(detail) = termination.detail()
+    {
+        text.push('\n');
+        text.push_str(detail);
+        text.push('\n');
     }
     record.status = status.as_u16();
     let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     add_node_headers(response.headers_mut(), &record);
     record.terminate(termination);
     response
@@ -370,7 +424,10 @@ fn guest_response(
     record.status = parts.status.as_u16();
     add_node_headers(&mut parts.headers, &record);
     let run = run.is_running().then_some(run);
-    Response::from_parts(parts, ResponseBody::guest(GuestBody::new(body, run, record)))
+    Response::from_parts(
+        parts,
+        ResponseBody::guest(GuestBody::new(body, run, record)),
+    )
 }
 
 /// `Server-Timing` (guest CPU and time so far) and the request id.
@@ -386,15 +443,14 @@ fn add_node_headers(headers: &mut http::HeaderMap, record: &Record) {
     }
 }
 
-fn millis(d: Duration) -> String {
-    let s = ms(d);
-    s.trim_end_matches(" ms").to_string()
-}
-
 /// Called by the response body as the guest and the body progress.
 impl GuestRun {
     /// Polls the guest; when it has returned, reports a failure if it had one.
-    pub(crate) fn poll_progress(&mut self, cx: &mut Context<'_>, record: &mut Record) -> Option<Termination> {
+    pub(crate) fn poll_progress(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: &mut Record,
+    ) -> Option<Termination> {
         self.poll_guest(cx);
         let output = self.finished.take()?;
         record.guest_finished(output)
@@ -417,7 +473,9 @@ impl GuestRun {
                     return Poll::Ready(None);
                 }
                 if self.poll_deadline(cx) {
-                    return Poll::Ready(Some(Termination::WallLimit { limit: record.worker.limits.wall }));
+                    return Poll::Ready(Some(Termination::WallLimit {
+                        limit: record.worker.limits.wall,
+                    }));
                 }
                 Poll::Pending
             })
@@ -432,5 +490,18 @@ impl GuestRun {
 impl Record {
     pub(crate) fn wall_limit(&self) -> Duration {
         self.worker.limits.wall
+    }
+}
+
+impl Worker {
+    /// Creates a fresh instance (store, WASI contexts, instantiation) and
+    /// drops it without calling the guest: the fixed cost every request pays
+    /// before its handler runs. Used by the benchmarks.
+    pub async fn instantiate_once(&self) -> wasmtime::Result<()> {
+        let meter = Arc::new(CpuMeter::new(self.limits.cpu));
+        let mut instance = Instance::new(self, meter.clone());
+        let pre = &self.pre;
+        let future = Box::pin(async { pre.instantiate_async(&mut instance.store).await.map(drop) });
+        Metered::new(future, meter).await
     }
 }

@@ -55,10 +55,26 @@ impl Limits {
     /// that is above it.
     pub fn check_within(&self, ceiling: &Limits) -> Result<(), LimitAboveCeiling> {
         let checks = [
-            ("cpu_ms", Amount::Millis(self.cpu), Amount::Millis(ceiling.cpu)),
-            ("wall_ms", Amount::Millis(self.wall), Amount::Millis(ceiling.wall)),
-            ("memory_mib", Amount::Bytes(self.memory), Amount::Bytes(ceiling.memory)),
-            ("body_mib", Amount::Bytes(self.body), Amount::Bytes(ceiling.body)),
+            (
+                "cpu_ms",
+                Amount::Millis(self.cpu),
+                Amount::Millis(ceiling.cpu),
+            ),
+            (
+                "wall_ms",
+                Amount::Millis(self.wall),
+                Amount::Millis(ceiling.wall),
+            ),
+            (
+                "memory_mib",
+                Amount::Bytes(self.memory),
+                Amount::Bytes(ceiling.memory),
+            ),
+            (
+                "body_mib",
+                Amount::Bytes(self.body),
+                Amount::Bytes(ceiling.body),
+            ),
         ];
         for (name, requested, allowed) in checks {
             if requested > allowed {
@@ -102,7 +118,10 @@ mod tests {
     #[test]
     fn a_limit_above_the_ceiling_is_named() {
         let ceiling = Limits::default();
-        let asked = Limits { memory: 256 * MIB, ..ceiling };
+        let asked = Limits {
+            memory: 256 * MIB,
+            ..ceiling
+        };
         let err = asked.check_within(&ceiling).unwrap_err();
         assert_eq!(err.name, "memory_mib");
         assert_eq!(err.requested, "256 MiB");
@@ -113,7 +132,10 @@ mod tests {
     #[test]
     fn lower_limits_pass() {
         let ceiling = Limits::default();
-        let asked = Limits { cpu: Duration::from_millis(10), ..ceiling };
+        let asked = Limits {
+            cpu: Duration::from_millis(10),
+            ..ceiling
+        };
         assert!(asked.check_within(&ceiling).is_ok());
     }
 }

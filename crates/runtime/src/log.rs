@@ -64,7 +64,9 @@ impl Termination {
     /// The status a client sees when this happens before the response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Termination::CpuLimit { .. } | Termination::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Termination::CpuLimit { .. } | Termination::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Termination::WallLimit { .. } => StatusCode::GATEWAY_TIMEOUT,
             Termination::RequestBodyLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Termination::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -161,12 +163,23 @@ impl fmt::Display for Termination {
 
 /// Formats a duration as milliseconds with microsecond precision.
 pub fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+    format!("{} ms", millis(d))
+}
+
+/// Milliseconds with three decimals (`0.412`), without float formatting:
+/// this runs on every request, for `Server-Timing`.
+pub fn millis(d: Duration) -> String {
+    let micros = d.as_micros();
+    format!("{}.{:03}", micros / 1000, micros % 1000)
 }
 
 fn bytes(b: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if b >= MIB && b % MIB == 0 { format!("{} MiB", b / MIB) } else { format!("{b} bytes") }
+    if b >= MIB && b.is_multiple_of(MIB) {
+        format!("{} MiB", b / MIB)
+    } else {
+        format!("{b} bytes")
+    }
 }
 
 /// Everything the node knows about a finished request.
@@ -237,17 +250,38 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_limit() {
-        let cpu = Termination::CpuLimit { used: Duration::from_millis(51), limit: Duration::from_millis(50) };
+        let cpu = Termination::CpuLimit {
+            used: Duration::from_millis(51),
+            limit: Duration::from_millis(50),
+        };
         assert_eq!(cpu.status(), 503);
-        assert_eq!(Termination::WallLimit { limit: Duration::from_secs(1) }.status(), 504);
-        assert_eq!(Termination::MemoryLimit { requested: 1, limit: 1 }.status(), 500);
+        assert_eq!(
+            Termination::WallLimit {
+                limit: Duration::from_secs(1)
+            }
+            .status(),
+            504
+        );
+        assert_eq!(
+            Termination::MemoryLimit {
+                requested: 1,
+                limit: 1
+            }
+            .status(),
+            500
+        );
         assert_eq!(Termination::RequestBodyLimit { limit: 1 }.status(), 413);
-        assert_eq!(cpu.to_string(), "limit=cpu measured=51.000 ms limit=50.000 ms");
+        assert_eq!(
+            cpu.to_string(),
+            "limit=cpu measured=51.000 ms limit=50.000 ms"
+        );
     }
 
     #[test]
     fn public_messages_hide_guest_details() {
-        let t = Termination::Trap { message: "wasm backtrace: secret_fn".into() };
+        let t = Termination::Trap {
+            message: "wasm backtrace: secret_fn".into(),
+        };
         assert!(!t.public_message().contains("secret_fn"));
         assert_eq!(t.detail(), Some("wasm backtrace: secret_fn"));
     }

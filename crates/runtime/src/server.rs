@@ -34,7 +34,9 @@ pub struct SingleWorker {
 
 impl SingleWorker {
     pub fn new(worker: Worker) -> SingleWorker {
-        SingleWorker { current: RwLock::new(Arc::new(worker)) }
+        SingleWorker {
+            current: RwLock::new(Arc::new(worker)),
+        }
     }
 
     /// Puts `worker` in place; requests already running finish on the old one.
@@ -44,7 +46,10 @@ impl SingleWorker {
 
     /// The worker serving now.
     pub fn current(&self) -> Arc<Worker> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -65,7 +70,10 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { drain_timeout: Duration::from_secs(30), header_read_timeout: Duration::from_secs(30) }
+        ServeOptions {
+            drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -79,7 +87,9 @@ pub async fn serve(
 ) -> bool {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(true).timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout);
+    http.keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -134,7 +144,9 @@ fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
 }
 
 fn not_found() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(Bytes::from_static(b"no worker serves this address\n")));
+    let mut response = Response::new(ResponseBody::full(Bytes::from_static(
+        b"no worker serves this address\n",
+    )));
     *response.status_mut() = StatusCode::NOT_FOUND;
     response
 }

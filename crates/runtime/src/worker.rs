@@ -117,13 +117,18 @@ impl Worker {
             self.runtime.idle_instances.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(instance);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(instance);
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         let idle = self.idle.get_mut().unwrap_or_else(|p| p.into_inner()).len();
-        self.runtime.idle_instances.fetch_sub(idle as u32, Ordering::Relaxed);
+        self.runtime
+            .idle_instances
+            .fetch_sub(idle as u32, Ordering::Relaxed);
     }
 }

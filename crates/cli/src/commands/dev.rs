@@ -81,9 +81,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         body: args.max_body_mib * MIB,
     };
     let limits = manifest_limits(&manifest);
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| manifest.dir.join(".verge"));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| manifest.dir.join(".verge"));
 
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     tokio.block_on(async move {
         let runtime = Runtime::new(RuntimeConfig {
             ceilings,
@@ -91,7 +96,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             queue_timeout: Duration::from_millis(args.queue_timeout_ms),
             pooling: !args.no_pooling,
             cache_dir: Some(data_dir.join("compiled")),
-            sink: Arc::new(DevLog { style: Style::stdout() }),
+            sink: Arc::new(DevLog {
+                style: Style::stdout(),
+            }),
             ..RuntimeConfig::default()
         })?;
         let spec = WorkerSpec {
@@ -104,9 +111,13 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             expose_errors: true,
         };
         let size = spec.component.len() as u64;
-        let (worker, source) = runtime
-            .load(spec)
-            .with_context(|| format!("cannot load worker `{}` from {}", manifest.name, built.path.display()))?;
+        let (worker, source) = runtime.load(spec).with_context(|| {
+            format!(
+                "cannot load worker `{}` from {}",
+                manifest.name,
+                built.path.display()
+            )
+        })?;
         let style = Style::stderr();
         match source {
             CompileSource::Cache => eprintln!(
@@ -126,13 +137,39 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
-            .with_context(|| format!("cannot listen on {}; pick another with --listen", args.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; pick another with --listen",
+                    args.listen
+                )
+            })?;
         let address = listener.local_addr()?;
         let out = Style::stdout();
-        println!("{} {} at {}", out.bold("Serving"), manifest.name, out.bold(&format!("http://{address}")));
-        let options = ServeOptions { drain_timeout: Duration::from_secs(args.drain_timeout_s), ..Default::default() };
-        let drained = serve(listener, Arc::new(SingleWorker::new(worker)), options, shutdown_signal()).await;
-        eprintln!("{}", if drained { "Stopped." } else { "Stopped; some requests were cut off." });
+        println!(
+            "{} {} at {}",
+            out.bold("Serving"),
+            manifest.name,
+            out.bold(&format!("http://{address}"))
+        );
+        let options = ServeOptions {
+            drain_timeout: Duration::from_secs(args.drain_timeout_s),
+            ..Default::default()
+        };
+        let drained = serve(
+            listener,
+            Arc::new(SingleWorker::new(worker)),
+            options,
+            shutdown_signal(),
+        )
+        .await;
+        eprintln!(
+            "{}",
+            if drained {
+                "Stopped."
+            } else {
+                "Stopped; some requests were cut off."
+            }
+        );
         anyhow::Ok(())
     })
 }
@@ -145,7 +182,9 @@ fn manifest_limits(manifest: &Manifest) -> Limits {
     Limits {
         cpu: l.cpu_ms.map_or(defaults.cpu, Duration::from_millis),
         wall: l.wall_ms.map_or(defaults.wall, Duration::from_millis),
-        memory: l.memory_mib.map_or(defaults.memory, |m| m.saturating_mul(MIB)),
+        memory: l
+            .memory_mib
+            .map_or(defaults.memory, |m| m.saturating_mul(MIB)),
         body: l.body_mib.map_or(defaults.body, |m| m.saturating_mul(MIB)),
     }
 }
@@ -209,7 +248,10 @@ impl RequestSink for DevLog {
             text.push_str(&format!("\n  {} {}", st.dim(stream), log.text));
         }
         if s.logs_dropped > 0 {
-            text.push_str(&format!("\n  {}", st.dim(&format!("({} bytes of output dropped)", s.logs_dropped))));
+            text.push_str(&format!(
+                "\n  {}",
+                st.dim(&format!("({} bytes of output dropped)", s.logs_dropped))
+            ));
         }
         println!("{text}");
     }

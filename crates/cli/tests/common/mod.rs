@@ -58,21 +58,34 @@ impl Dev {
         let stderr = lines_of(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(60);
         let url = loop {
-            if let Some(url) = stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|l| l.split(" at ").nth(1).filter(|_| l.starts_with("Serving")).map(String::from))
-            {
+            if let Some(url) = stdout.lock().unwrap().iter().find_map(|l| {
+                l.split(" at ")
+                    .nth(1)
+                    .filter(|_| l.starts_with("Serving"))
+                    .map(String::from)
+            }) {
                 break url;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("verge dev exited with {status}: {:?}", stderr.lock().unwrap());
+                panic!(
+                    "verge dev exited with {status}: {:?}",
+                    stderr.lock().unwrap()
+                );
             }
-            assert!(Instant::now() < deadline, "verge dev did not start: {:?}", stderr.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "verge dev did not start: {:?}",
+                stderr.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
-        Dev { child, url, dir, stdout, stderr }
+        Dev {
+            child,
+            url,
+            dir,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -98,12 +111,23 @@ impl Dev {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let lines = self.stdout();
-            if let Some(at) = lines.iter().position(|l| !l.starts_with(' ') && l.contains(needle)) {
+            if let Some(at) = lines
+                .iter()
+                .position(|l| !l.starts_with(' ') && l.contains(needle))
+            {
                 let mut entry = vec![lines[at].clone()];
-                entry.extend(lines[at + 1..].iter().take_while(|l| l.starts_with("  ")).cloned());
+                entry.extend(
+                    lines[at + 1..]
+                        .iter()
+                        .take_while(|l| l.starts_with("  "))
+                        .cloned(),
+                );
                 return entry;
             }
-            assert!(Instant::now() < deadline, "no log line with {needle:?} in {lines:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} in {lines:#?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -124,7 +148,10 @@ impl Dev {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "verge did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "verge did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -136,7 +163,11 @@ impl Dev {
         let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
         for task in std::fs::read_dir(tasks).unwrap().flatten() {
             if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
-                total += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                total += stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
         Duration::from_nanos(total)
@@ -190,7 +221,11 @@ impl Reply {
             .limit(1 << 30)
             .read_to_vec()
             .map_err(|e| e.to_string());
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn text(&self) -> String {
@@ -202,6 +237,8 @@ impl Reply {
     }
 
     pub fn request_id(&self) -> String {
-        self.header("x-request-id").expect("x-request-id header").to_string()
+        self.header("x-request-id")
+            .expect("x-request-id header")
+            .to_string()
     }
 }

@@ -1,0 +1,74 @@
+//! Load-test helper for Verge.
+//!
+//! - `verge-bench serve COMPONENT ADDR [REUSE]`: serves COMPONENT on the
+//!   Verge runtime at ADDR with no request log, one worker, default limits;
+//!   REUSE > 1 turns on instance reuse.
+//! - `verge-bench instantiate COMPONENT [N]`: creates and drops N fresh
+//!   instances and prints the mean cost of one, in microseconds.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use verge_runtime::server::{ServeOptions, SingleWorker, serve};
+use verge_runtime::{RequestSink, RequestSummary, Runtime, RuntimeConfig, WorkerSpec};
+
+struct Quiet;
+
+impl RequestSink for Quiet {
+    fn record(&self, _: &RequestSummary) {}
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, component) = match args.as_slice() {
+        [command, component, ..] => (command.as_str(), component),
+        _ => bail!("usage: verge-bench serve COMPONENT ADDR [REUSE] | instantiate COMPONENT [N]"),
+    };
+    let bytes = std::fs::read(component).with_context(|| format!("reading {component}"))?;
+    let runtime = Runtime::new(RuntimeConfig {
+        sink: Arc::new(Quiet),
+        ..RuntimeConfig::default()
+    })?;
+    eprintln!("pooling allocator: {}", runtime.pooling());
+    let mut spec = WorkerSpec::new("bench", bytes);
+    match command {
+        "serve" => {
+            let addr = args.get(2).map_or("127.0.0.1:18792", String::as_str);
+            spec.instance_reuse = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(1);
+            let (worker, _) = runtime.load(spec)?;
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            println!("listening on http://{}", listener.local_addr()?);
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            serve(
+                listener,
+                Arc::new(SingleWorker::new(worker)),
+                ServeOptions::default(),
+                shutdown,
+            )
+            .await;
+        }
+        "instantiate" => {
+            let n: u32 = args
+                .get(2)
+                .map(|n| n.parse())
+                .transpose()?
+                .unwrap_or(20_000);
+            let (worker, _) = runtime.load(spec)?;
+            for _ in 0..n / 10 {
+                worker.instantiate_once().await?;
+            }
+            let started = Instant::now();
+            for _ in 0..n {
+                worker.instantiate_once().await?;
+            }
+            let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+            println!("{micros:.2}");
+        }
+        other => bail!("unknown command {other}"),
+    }
+    Ok(())
+}

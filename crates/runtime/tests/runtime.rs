@@ -1,0 +1,195 @@
+//! The runtime as a library: loading components, and what a node that has
+//! not opted in to error details tells its clients.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use verge_runtime::server::{ServeOptions, SingleWorker, serve};
+use verge_runtime::{
+    CompileSource, LoadError, RequestSink, RequestSummary, Runtime, RuntimeConfig, Termination,
+    WorkerSpec,
+};
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<RequestSummary>>);
+
+impl RequestSink for Collect {
+    fn record(&self, summary: &RequestSummary) {
+        self.0.lock().unwrap().push(summary.clone());
+    }
+}
+
+fn runtime(sink: Arc<Collect>, cache: Option<std::path::PathBuf>) -> Arc<Runtime> {
+    Runtime::new(RuntimeConfig {
+        sink,
+        cache_dir: cache,
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+fn fixtures() -> WorkerSpec {
+    WorkerSpec::new(
+        "fixtures",
+        verge_test_programs::read(verge_test_programs::FIXTURES),
+    )
+}
+
+/// Serves `spec` on port 0 and runs `client` (blocking) against its URL.
+async fn with_server<T: Send + 'static>(
+    runtime: &Arc<Runtime>,
+    spec: WorkerSpec,
+    client: impl FnOnce(String) -> T + Send + 'static,
+) -> T {
+    let (worker, _) = runtime.load(spec).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        Arc::new(SingleWorker::new(worker)),
+        ServeOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let result = tokio::task::spawn_blocking(move || client(url))
+        .await
+        .unwrap();
+    let _ = stop.send(());
+    assert!(server.await.unwrap(), "server did not drain");
+    result
+}
+
+fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    (
+        response.status().as_u16(),
+        response.body_mut().read_to_string().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_failure_details_reach_the_log_but_not_the_client() {
+    let sink = Arc::new(Collect::default());
+    let runtime = runtime(sink.clone(), None);
+    let (status, body) =
+        with_server(&runtime, fixtures(), |url| get(&format!("{url}/panic"))).await;
+    assert_eq!(status, 500);
+    assert!(
+        body.starts_with("the worker panicked\nrequest id: "),
+        "{body}"
+    );
+    assert!(!body.contains("boom"), "guest detail leaked: {body}");
+
+    let summaries = sink.0.lock().unwrap();
+    let summary = summaries
+        .iter()
+        .find(|s| s.path == "/panic")
+        .expect("a summary for /panic");
+    assert_eq!(summary.status, 500);
+    assert!(body.contains(&summary.id.to_string()));
+    match &summary.termination {
+        Some(Termination::Panic { message }) => {
+            assert!(message.contains("panicked at"), "{message}")
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert!(
+        summary
+            .logs
+            .iter()
+            .any(|l| l.text.contains("boom from the fixtures"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_carry_status_timings_and_guest_lines() {
+    let sink = Arc::new(Collect::default());
+    let runtime = runtime(sink.clone(), None);
+    let (status, body) =
+        with_server(&runtime, fixtures(), |url| get(&format!("{url}/hello"))).await;
+    assert_eq!((status, body.as_str()), (200, "hello from fixtures\n"));
+    let summaries = sink.0.lock().unwrap();
+    let s = &summaries[0];
+    assert_eq!(
+        (s.method.as_str(), s.path.as_str(), s.status),
+        ("GET", "/hello", 200)
+    );
+    assert!(
+        s.cpu > Duration::ZERO && s.wall >= s.cpu,
+        "cpu {:?} wall {:?}",
+        s.cpu,
+        s.wall
+    );
+    let texts: Vec<&str> = s.logs.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["saying hello", "to stderr too"]);
+    assert!(s.termination.is_none());
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let runtime = runtime(Arc::default(), None);
+    let err = runtime
+        .load(WorkerSpec::new("bad", b"\0asm garbage".to_vec()))
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::Compile(_)), "{err}");
+}
+
+#[test]
+fn components_above_the_size_limit_are_refused() {
+    let runtime = runtime(Arc::default(), None);
+    let err = runtime
+        .load(WorkerSpec::new(
+            "big",
+            vec![0; verge_runtime::MAX_COMPONENT_SIZE + 1],
+        ))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("above the limit"), "{err}");
+}
+
+#[test]
+fn limits_above_the_ceiling_are_refused_before_compiling() {
+    let runtime = runtime(Arc::default(), None);
+    let mut spec = fixtures();
+    spec.limits.wall = Duration::from_secs(31);
+    let err = runtime.load(spec).err().unwrap();
+    assert!(
+        err.to_string().contains("limit `wall_ms` is 31000 ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_compile_cache_is_keyed_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(Arc::default(), Some(dir.path().to_path_buf()));
+    let (_, first) = runtime.load(fixtures()).unwrap();
+    assert!(matches!(first, CompileSource::Compiled(_)));
+    let (worker, second) = runtime.load(fixtures()).unwrap();
+    assert_eq!(second, CompileSource::Cache);
+    let other = verge_test_programs::read(verge_test_programs::WSTD_HELLO);
+    let (_, third) = runtime.load(WorkerSpec::new("wstd", other)).unwrap();
+    assert!(
+        matches!(third, CompileSource::Compiled(_)),
+        "a different component must compile"
+    );
+    assert_eq!(worker.hash().len(), 64);
+
+    // A damaged artifact is recompiled, not trusted.
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        std::fs::write(entry.path(), b"damaged").unwrap();
+    }
+    let (_, again) = runtime.load(fixtures()).unwrap();
+    assert!(matches!(again, CompileSource::Compiled(_)));
+}
