@@ -225,11 +225,7 @@ fn oversized_request_bodies_are_413() {
 
     // Streamed without a length: refused when the limit is crossed.
     let big = vec![7u8; 2 * 1024 * 1024];
-    let streamed = common::Reply::from(
-        agent()
-            .post(&dev.url("/consume"))
-            .send(ureq::SendBody::from_reader(&mut &big[..])),
-    );
+    let streamed = dev.post_streamed("/consume", &big);
     assert_eq!(streamed.status, 413);
     assert!(
         streamed.text().contains("exceeds the limit of 1 MiB"),
@@ -241,7 +237,7 @@ fn oversized_request_bodies_are_413() {
 
     // At the limit exactly, it passes.
     let exact = vec![1u8; 1024 * 1024];
-    let ok = common::Reply::from(agent().post(&dev.url("/consume")).send(&exact[..]));
+    let ok = dev.post("/consume", &exact);
     assert_eq!(ok.status, 200);
     assert_eq!(ok.text(), (1024 * 1024).to_string());
 }
@@ -250,11 +246,7 @@ fn oversized_request_bodies_are_413() {
 fn a_request_body_crossing_the_limit_after_the_response_began_aborts_it() {
     let dev = Dev::fixtures("[limits]\nbody_mib = 1\n", &[]);
     let big = vec![7u8; 3 * 1024 * 1024];
-    let reply = common::Reply::from(
-        agent()
-            .post(&dev.url("/echo"))
-            .send(ureq::SendBody::from_reader(&mut &big[..])),
-    );
+    let reply = dev.post_streamed("/echo", &big);
     // The echo had already answered 200; the body must not look complete.
     assert!(reply.body.is_err() || reply.body.as_ref().unwrap().len() < big.len());
     let line = logged(&dev, &reply.request_id());

@@ -40,11 +40,7 @@ fn echo_streams_a_multi_mebibyte_body_both_ways() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     // A reader without a length makes the client send chunked frames.
-    let reply = Reply::from(
-        agent()
-            .post(&dev.url("/echo"))
-            .send(ureq::SendBody::from_reader(&mut &body[..])),
-    );
+    let reply = dev.post_streamed("/echo", &body);
     assert_eq!(reply.status, 200);
     let echoed = reply.body.unwrap();
     assert_eq!(echoed.len(), body.len());
@@ -167,14 +163,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 #[test]
 fn unknown_manifest_keys_fail_with_line_and_suggestion() {
     let dir = project(common::FIXTURES, "[limits]\ncpu = 10\n");
-    let output = verge()
-        .arg("dev")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::dev_error(dir.path());
     assert!(
         stderr.contains("verge.toml:4:1: unknown key `cpu`"),
         "{stderr}"
@@ -185,14 +174,7 @@ fn unknown_manifest_keys_fail_with_line_and_suggestion() {
 #[test]
 fn a_limit_above_the_ceiling_is_refused_naming_the_key() {
     let dir = project(common::FIXTURES, "[limits]\ncpu_ms = 500\n");
-    let output = verge()
-        .arg("dev")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::dev_error(dir.path());
     assert!(
         stderr.contains("limit `cpu_ms` is 500 ms, above this node's ceiling of 50 ms"),
         "{stderr}"
@@ -205,14 +187,7 @@ fn a_file_that_is_not_a_component_is_refused_clearly() {
     let bogus = dir.path().join("bogus.wasm");
     std::fs::write(&bogus, b"not wasm at all").unwrap();
     common::write_manifest(dir.path(), bogus.to_str().unwrap(), "");
-    let output = verge()
-        .arg("dev")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::dev_error(dir.path());
     assert!(stderr.contains("cannot load worker `fixtures`"), "{stderr}");
     assert!(stderr.contains("not valid WebAssembly"), "{stderr}");
 }

@@ -237,7 +237,7 @@ impl RequestSink for DevLog {
         );
         if let Some(t) = &s.termination {
             line.push(' ');
-            line.push_str(&st.red(&t.to_string()));
+            line.push_str(&st.red(&format!("{t} worker={}", s.worker)));
         }
         let mut text = line;
         for log in &s.logs {

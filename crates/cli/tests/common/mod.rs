@@ -36,6 +36,19 @@ pub fn verge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_verge"))
 }
 
+/// Runs `verge dev` on the project in `dir`, expects it to fail at start, and
+/// returns what it printed on stderr.
+pub fn dev_error(dir: &Path) -> String {
+    let output = verge()
+        .arg("dev")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "verge dev started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 impl Dev {
     /// Serves the fixtures component with `extra` manifest TOML.
     pub fn fixtures(extra: &str, args: &[&str]) -> Dev {
@@ -94,6 +107,21 @@ impl Dev {
 
     pub fn get(&self, path: &str) -> Reply {
         Reply::from(agent().get(&self.url(path)).call())
+    }
+
+    /// POSTs `body` with a Content-Length.
+    pub fn post(&self, path: &str, body: &[u8]) -> Reply {
+        Reply::from(agent().post(&self.url(path)).send(body))
+    }
+
+    /// POSTs `body` chunked, without declaring its length.
+    pub fn post_streamed(&self, path: &str, body: &[u8]) -> Reply {
+        let mut reader = body;
+        Reply::from(
+            agent()
+                .post(&self.url(path))
+                .send(ureq::SendBody::from_reader(&mut reader)),
+        )
     }
 
     /// Lines `verge dev` printed on stdout (the request log) so far.
