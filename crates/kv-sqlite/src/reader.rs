@@ -1,0 +1,172 @@
+//! Reads, on the caller's thread, from a pool of read-only connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use verge_kv::{Entry, KvError, ListKey, ListPage, encode_cursor};
+
+use crate::{schema, unavailable};
+
+/// Idle read connections; one is opened when none is free.
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Connections kept idle at most.
+const MAX_IDLE: usize = 16;
+
+impl Readers {
+    pub(crate) fn new(path: &Path) -> Readers {
+        Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn with<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
+        let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&self.path, flags).map_err(unavailable)?;
+                schema::configure(&conn).map_err(unavailable)?;
+                conn
+            }
+        };
+        let result = read(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+pub(crate) fn namespace_id(conn: &Connection, name: &str) -> Result<i64, KvError> {
+    conn.prepare_cached("SELECT id FROM namespaces WHERE name = ?1")
+        .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+        .map_err(unavailable)?
+        .ok_or_else(|| KvError::NamespaceNotFound(name.to_string()))
+}
+
+pub(crate) fn namespaces(conn: &Connection) -> Result<Vec<String>, KvError> {
+    let mut statement = conn
+        .prepare_cached("SELECT name FROM namespaces ORDER BY name")
+        .map_err(unavailable)?;
+    let rows = statement.query_map([], |r| r.get(0)).map_err(unavailable)?;
+    rows.collect::<Result<_, _>>().map_err(unavailable)
+}
+
+/// The live entry of one key in namespace `ns`.
+pub(crate) fn get_one(
+    conn: &Connection,
+    ns: i64,
+    key: &[u8],
+    now: u64,
+) -> Result<Option<Entry>, KvError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT coalesce(e.value, b.value), e.metadata, e.expiration, e.generation
+             FROM entries e LEFT JOIN blobs b ON e.value IS NULL AND b.ns = e.ns AND b.key = e.key
+             WHERE e.ns = ?1 AND e.key = ?2 AND (e.expiration IS NULL OR e.expiration > ?3)",
+        )
+        .map_err(unavailable)?;
+    statement
+        .query_row(params![ns, key, now as i64], |r| {
+            Ok(Entry {
+                value: Bytes::from(r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default()),
+                metadata: r.get(1)?,
+                expiration: r.get::<_, Option<i64>>(2)?.map(|e| e as u64),
+                generation: r.get::<_, i64>(3)? as u64,
+            })
+        })
+        .optional()
+        .map_err(unavailable)
+}
+
+pub(crate) fn get(
+    conn: &Connection,
+    namespace: &str,
+    keys: &[Vec<u8>],
+    now: u64,
+) -> Result<Vec<Option<Entry>>, KvError> {
+    let ns = namespace_id(conn, namespace)?;
+    keys.iter().map(|key| get_one(conn, ns, key, now)).collect()
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+pub(crate) fn list(
+    conn: &Connection,
+    namespace: &str,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: u32,
+    now: u64,
+) -> Result<ListPage, KvError> {
+    let ns = namespace_id(conn, namespace)?;
+    let end = prefix_end(prefix);
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT key, expiration, metadata FROM entries
+             WHERE ns = ?1 AND key >= ?2 AND (?3 IS NULL OR key > ?3) AND (?4 IS NULL OR key < ?4)
+               AND (expiration IS NULL OR expiration > ?5)
+             ORDER BY key LIMIT ?6",
+        )
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map(
+            params![ns, prefix, after, end, now as i64, i64::from(limit) + 1],
+            |r| {
+                Ok(ListKey {
+                    name: r.get(0)?,
+                    expiration: r.get::<_, Option<i64>>(1)?.map(|e| e as u64),
+                    metadata: r.get(2)?,
+                })
+            },
+        )
+        .map_err(unavailable)?;
+    let mut keys: Vec<ListKey> = rows.collect::<Result<_, _>>().map_err(unavailable)?;
+    let more = keys.len() > limit as usize;
+    keys.truncate(limit as usize);
+    let cursor = if more {
+        keys.last().map(|k| encode_cursor(&k.name))
+    } else {
+        None
+    };
+    Ok(ListPage {
+        keys,
+        cursor,
+        list_complete: !more,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

@@ -1,0 +1,109 @@
+//! The values KV operations take and return.
+
+use bytes::Bytes;
+
+use crate::error::KvError;
+
+/// A stored value with what goes with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Bytes,
+    /// JSON text, if the entry has metadata.
+    pub metadata: Option<String>,
+    /// Unix seconds after which the entry no longer exists.
+    pub expiration: Option<u64>,
+    /// Changes on every write of the key; compare it to put conditionally.
+    pub generation: u64,
+}
+
+/// When a put expires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expiration {
+    #[default]
+    Never,
+    /// At this Unix time, in seconds; must be in the future.
+    At(u64),
+    /// This many seconds from now; at least 1.
+    Ttl(u64),
+}
+
+/// When a put may happen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Condition {
+    #[default]
+    Always,
+    /// Only if the key holds no live entry.
+    IfAbsent,
+    /// Only if the key's live entry has this generation (compare-and-swap).
+    IfGeneration(u64),
+}
+
+/// Options of a put.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    pub expiration: Expiration,
+    pub metadata: Option<String>,
+    pub condition: Condition,
+}
+
+/// Options of a list call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Only keys starting with these bytes.
+    pub prefix: Vec<u8>,
+    /// Keys per page, 1 to 1000; `None` means 1000.
+    pub limit: Option<u32>,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+/// One key of a list page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListKey {
+    pub name: Vec<u8>,
+    pub expiration: Option<u64>,
+    pub metadata: Option<String>,
+}
+
+/// A page of keys in byte order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    pub keys: Vec<ListKey>,
+    /// Pass it back to get the next page; `None` when the list is complete.
+    pub cursor: Option<String>,
+    pub list_complete: bool,
+}
+
+/// The cursor that continues after `last_key`. Opaque to callers: the hex of
+/// the last key returned, which keeps it printable and URL-safe.
+pub fn encode_cursor(last_key: &[u8]) -> String {
+    last_key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The last key of the previous page, from its cursor.
+pub fn decode_cursor(cursor: &str) -> Result<Vec<u8>, KvError> {
+    if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 2 * crate::MAX_KEY_BYTES {
+        return Err(KvError::BadCursor);
+    }
+    (0..cursor.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(cursor.get(i..i + 2).ok_or(KvError::BadCursor)?, 16)
+                .map_err(|_| KvError::BadCursor)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_any_bytes() {
+        let key = vec![0u8, 0xff, b'a', 0x80];
+        assert_eq!(decode_cursor(&encode_cursor(&key)), Ok(key));
+        for bad in ["", "abc", "zz", "0g"] {
+            assert_eq!(decode_cursor(bad), Err(KvError::BadCursor), "{bad}");
+        }
+    }
+}
