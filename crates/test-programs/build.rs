@@ -7,6 +7,7 @@ use std::process::Command;
 
 const GUESTS: &[(&str, &str)] = &[
     ("FIXTURES", "fixtures.wasm"),
+    ("KV_FIXTURE", "kv-fixture.wasm"),
     ("WSTD_HELLO", "wstd-hello.wasm"),
 ];
 
@@ -23,6 +24,11 @@ fn main() {
         .join("wasm-guests");
 
     println!("cargo:rerun-if-changed={}", guests.display());
+    // The guests generate KV bindings from the WIT files.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../wit/wit").display()
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args([

@@ -23,6 +23,14 @@ pub struct Namespace {
     clock: Arc<dyn Clock>,
 }
 
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Namespace {
     pub fn new(store: Arc<dyn KvStore>, name: &str, clock: Arc<dyn Clock>) -> Namespace {
         Namespace {

@@ -82,7 +82,10 @@ pub fn encode_cursor(last_key: &[u8]) -> String {
 
 /// The last key of the previous page, from its cursor.
 pub fn decode_cursor(cursor: &str) -> Result<Vec<u8>, KvError> {
-    if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 2 * crate::MAX_KEY_BYTES {
+    if cursor.is_empty()
+        || !cursor.len().is_multiple_of(2)
+        || cursor.len() > 2 * crate::MAX_KEY_BYTES
+    {
         return Err(KvError::BadCursor);
     }
     (0..cursor.len())

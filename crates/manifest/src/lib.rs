@@ -27,6 +27,8 @@ pub struct Manifest {
     pub vars: BTreeMap<String, String>,
     /// Limits the manifest sets; `None` keeps the node's default.
     pub limits: LimitsSection,
+    /// KV namespaces the worker may open, by binding name.
+    pub kv_namespaces: Vec<KvBinding>,
     /// The directory the manifest is in; relative paths are relative to it.
     pub dir: PathBuf,
 }
@@ -62,6 +64,14 @@ pub struct LimitsSection {
     pub instance_reuse: Option<u32>,
 }
 
+/// One `[[kv_namespaces]]` entry: the guest opens `namespace` as `binding`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvBinding {
+    pub binding: String,
+    pub namespace: String,
+}
+
 /// The default build command.
 pub const DEFAULT_BUILD: &[&str] = &["cargo", "build", "--target", "wasm32-wasip2", "--release"];
 
@@ -75,6 +85,8 @@ struct Raw {
     vars: BTreeMap<String, String>,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    kv_namespaces: Vec<KvBinding>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +227,33 @@ impl Manifest {
             }
         }
 
+        let mut seen = std::collections::HashSet::new();
+        for kv in &raw.kv_namespaces {
+            let valid_binding = !kv.binding.is_empty()
+                && kv.binding.len() <= 64
+                && kv
+                    .binding
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid_binding {
+                return Err(error(
+                    find("binding"),
+                    format!("invalid KV binding name {:?}", kv.binding),
+                    Some("use letters, digits and `_`, e.g. `binding = \"TODOS\"`".into()),
+                ));
+            }
+            if !seen.insert(kv.binding.as_str()) {
+                return Err(error(
+                    find("binding"),
+                    format!("KV binding `{}` is declared twice", kv.binding),
+                    Some("give each [[kv_namespaces]] entry its own binding".into()),
+                ));
+            }
+            if let Err(e) = verge_kv::check_namespace_name(&kv.namespace) {
+                return Err(error(find("namespace"), e.to_string(), None));
+            }
+        }
+
         let limits = raw.limits;
         let positive = [
             ("cpu_ms", limits.cpu_ms),
@@ -237,6 +276,7 @@ impl Manifest {
             source,
             vars: raw.vars,
             limits,
+            kv_namespaces: raw.kv_namespaces,
             dir,
         })
     }
@@ -393,6 +433,30 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("missing `name`")
+        );
+    }
+
+    #[test]
+    fn kv_bindings() {
+        let m =
+            parse("name = \"x\"\n[[kv_namespaces]]\nbinding = \"TODOS\"\nnamespace = \"todos\"\n")
+                .unwrap();
+        assert_eq!(
+            m.kv_namespaces,
+            [KvBinding {
+                binding: "TODOS".into(),
+                namespace: "todos".into()
+            }]
+        );
+        let twice = "name = \"x\"\n[[kv_namespaces]]\nbinding = \"A\"\nnamespace = \"a\"\n\
+                     [[kv_namespaces]]\nbinding = \"A\"\nnamespace = \"b\"\n";
+        assert!(parse(twice).unwrap_err().message.contains("declared twice"));
+        let bad = "name = \"x\"\n[[kv_namespaces]]\nbinding = \"A\"\nnamespace = \"a b\"\n";
+        assert_eq!(parse(bad).unwrap_err().location, Some((4, 1)));
+        let typo = "name = \"x\"\n[[kv_namespaces]]\nbind = \"A\"\nnamespace = \"a\"\n";
+        assert_eq!(
+            parse(typo).unwrap_err().help.as_deref(),
+            Some("did you mean `binding`?")
         );
     }
 

@@ -32,6 +32,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::body::{GuestBody, LimitedIncoming, ResponseBody};
 use crate::cpu::{CpuMeter, Metered};
 use crate::guest_log::GuestLog;
+use crate::kv::{KvContext, KvStats};
 use crate::log::{RequestId, RequestSummary, Termination, millis};
 use crate::state::InstanceState;
 use crate::worker::Worker;
@@ -51,9 +52,13 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    fn new(worker: &Worker, meter: Arc<CpuMeter>) -> Instance {
+    fn new(worker: &Worker, meter: Arc<CpuMeter>, kv_stats: Arc<KvStats>) -> Instance {
         let log = GuestLog::new();
-        let state = InstanceState::new(&worker.vars, &log, meter, worker.limits.memory);
+        let kv = KvContext {
+            bindings: worker.kv.clone(),
+            stats: kv_stats,
+        };
+        let state = InstanceState::new(&worker.vars, &log, meter, worker.limits.memory, kv);
         let mut store = Store::new(&worker.runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|ctx| {
@@ -75,9 +80,10 @@ impl Instance {
     }
 
     /// Readies a reused instance for its next request.
-    fn reset(&mut self, meter: Arc<CpuMeter>) {
+    fn reset(&mut self, meter: Arc<CpuMeter>, kv_stats: Arc<KvStats>) {
         let state = self.store.data_mut();
         state.meter = meter;
+        state.kv.stats = kv_stats;
         state.limiter.exceeded = None;
         self.store.set_epoch_deadline(1);
         let _ = self.log.take();
@@ -141,6 +147,7 @@ pub(crate) struct Record {
     path: String,
     status: u16,
     meter: Arc<CpuMeter>,
+    kv: Arc<KvStats>,
     termination: Option<Termination>,
     logs: Option<GuestLog>,
     collected: (Vec<crate::guest_log::LogLine>, usize),
@@ -207,6 +214,8 @@ impl Drop for Record {
             cpu: self.meter.used(),
             wall: self.started.elapsed(),
             termination: self.termination.take(),
+            kv_ops: self.kv.ops(),
+            kv_time: self.kv.time(),
             logs,
             logs_dropped,
         };
@@ -253,6 +262,7 @@ impl Worker {
             path: request.uri().path().to_string(),
             status: 0,
             meter: meter.clone(),
+            kv: Arc::new(KvStats::default()),
             termination: None,
             logs: None,
             collected: (Vec::new(), 0),
@@ -283,10 +293,10 @@ impl Worker {
 
         let mut instance = match self.take_idle() {
             Some(mut instance) => {
-                instance.reset(meter.clone());
+                instance.reset(meter.clone(), record.kv.clone());
                 instance
             }
-            None => Instance::new(&self, meter.clone()),
+            None => Instance::new(&self, meter.clone(), record.kv.clone()),
         };
         record.logs = Some(instance.log.clone());
 
@@ -434,7 +444,17 @@ fn guest_response(
 fn add_node_headers(headers: &mut http::HeaderMap, record: &Record) {
     let cpu = record.meter.used();
     let total = record.started.elapsed();
-    let timing = format!("cpu;dur={}, total;dur={}", millis(cpu), millis(total));
+    let kv_ops = record.kv.ops();
+    let timing = if kv_ops == 0 {
+        format!("cpu;dur={}, total;dur={}", millis(cpu), millis(total))
+    } else {
+        let kv = millis(record.kv.time());
+        format!(
+            "cpu;dur={}, kv;dur={kv};desc=\"{kv_ops} ops\", total;dur={}",
+            millis(cpu),
+            millis(total)
+        )
+    };
     if let Ok(value) = HeaderValue::from_str(&timing) {
         headers.append("server-timing", value);
     }
@@ -499,7 +519,7 @@ impl Worker {
     /// before its handler runs. Used by the benchmarks.
     pub async fn instantiate_once(&self) -> wasmtime::Result<()> {
         let meter = Arc::new(CpuMeter::new(self.limits.cpu));
-        let mut instance = Instance::new(self, meter.clone());
+        let mut instance = Instance::new(self, meter.clone(), Arc::new(KvStats::default()));
         let pre = &self.pre;
         let future = Box::pin(async { pre.instantiate_async(&mut instance.store).await.map(drop) });
         Metered::new(future, meter).await

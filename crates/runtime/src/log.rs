@@ -196,6 +196,9 @@ pub struct RequestSummary {
     /// From arrival to the end of the response body.
     pub wall: Duration,
     pub termination: Option<Termination>,
+    /// KV operations the guest made, and their total time.
+    pub kv_ops: u32,
+    pub kv_time: Duration,
     /// What the guest wrote to stdout and stderr.
     pub logs: Vec<LogLine>,
     /// Guest output dropped past the per-request cap, in bytes.

@@ -83,6 +83,12 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| {
+                crate::kv::bindings::verge::kv::store::add_to_linker::<
+                    _,
+                    wasmtime::component::HasSelf<_>,
+                >(&mut linker, |state| state)
+            })
             .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
         let cache = CompileCache::new(&engine, config.cache_dir.clone());
         start_epoch_ticker(&engine, config.epoch_tick)

@@ -14,12 +14,14 @@ use wasmtime_wasi_http::{
 
 use crate::cpu::CpuMeter;
 use crate::guest_log::{GuestLog, LogStream};
+use crate::kv::KvContext;
 
 /// Store data of one instance.
 pub struct InstanceState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    pub(crate) kv: KvContext,
     hooks: OutboundPolicy,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) meter: Arc<CpuMeter>,
@@ -31,6 +33,7 @@ impl InstanceState {
         log: &GuestLog,
         meter: Arc<CpuMeter>,
         memory_limit: u64,
+        kv: KvContext,
     ) -> InstanceState {
         // No preopens, no sockets, no name lookups: the builder's defaults
         // deny them. Outbound HTTP goes through `OutboundPolicy`.
@@ -43,6 +46,7 @@ impl InstanceState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
+            kv,
             hooks: OutboundPolicy { log: log.clone() },
             limiter: MemoryLimiter::new(memory_limit),
             meter,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::invoke::Instance;
+use crate::kv::KvBindings;
 use crate::limits::Limits;
 use crate::runtime::{IDLE_INSTANCE_SLOTS, Runtime};
 use crate::state::InstanceState;
@@ -30,6 +31,8 @@ pub struct WorkerSpec {
     /// Put guest failure details (panic message, trap backtrace) in error
     /// responses. For development only.
     pub expose_errors: bool,
+    /// The KV namespaces the guest may open, by binding name.
+    pub kv: KvBindings,
 }
 
 impl WorkerSpec {
@@ -42,6 +45,7 @@ impl WorkerSpec {
             vars: Vec::new(),
             instance_reuse: 1,
             expose_errors: false,
+            kv: KvBindings::default(),
         }
     }
 }
@@ -55,6 +59,7 @@ pub struct Worker {
     pub(crate) vars: Vec<(String, String)>,
     pub(crate) instance_reuse: u32,
     pub(crate) expose_errors: bool,
+    pub(crate) kv: KvBindings,
     pub(crate) pre: ProxyPre<InstanceState>,
     idle: Mutex<Vec<Instance>>,
 }
@@ -74,6 +79,7 @@ impl Worker {
             vars: spec.vars,
             instance_reuse: spec.instance_reuse.max(1),
             expose_errors: spec.expose_errors,
+            kv: spec.kv,
             pre,
             idle: Mutex::new(Vec::new()),
         }

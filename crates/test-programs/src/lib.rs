@@ -4,6 +4,8 @@
 //! - [`FIXTURES`]: one route per behaviour under test (`/hello`, `/echo`,
 //!   `/loop`, `/sleep?ms=`, `/alloc?mib=`, `/panic`, `/trap`, ...), written
 //!   with the plain `wasip2` bindings.
+//! - [`KV_FIXTURE`]: a route per `verge:kv/store` operation (`/put`, `/get`,
+//!   `/list`, `/incr` ...), answering with the result or the error value.
 //! - [`WSTD_HELLO`]: a hello world written with `wstd`, another toolchain's
 //!   bindings, to show Verge runs standard WASI HTTP components unmodified.
 

@@ -12,7 +12,8 @@ use verge_manifest::Manifest;
 use verge_runtime::guest_log::LogStream;
 use verge_runtime::server::{ServeOptions, SingleWorker, serve};
 use verge_runtime::{
-    CompileSource, Limits, RequestSink, RequestSummary, Runtime, RuntimeConfig, WorkerSpec, ms,
+    CompileSource, KvBindings, Limits, RequestSink, RequestSummary, Runtime, RuntimeConfig,
+    WorkerSpec, ms,
 };
 
 use crate::build::{build, human_size};
@@ -101,6 +102,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             }),
             ..RuntimeConfig::default()
         })?;
+        let kv = open_kv(&manifest, &data_dir).await?;
         let spec = WorkerSpec {
             name: manifest.name.clone(),
             component: built.bytes,
@@ -109,6 +111,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             instance_reuse: manifest.limits.instance_reuse.unwrap_or(1),
             // `verge dev` shows guest failure details in responses.
             expose_errors: true,
+            kv,
         };
         let size = spec.component.len() as u64;
         let (worker, source) = runtime.load(spec).with_context(|| {
@@ -174,6 +177,31 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Opens the local store in the data dir and creates the namespaces the
+/// manifest binds, so a worker's KV works on its first request.
+async fn open_kv(manifest: &Manifest, data_dir: &std::path::Path) -> anyhow::Result<KvBindings> {
+    if manifest.kv_namespaces.is_empty() {
+        return Ok(KvBindings::default());
+    }
+    let path = data_dir.join("kv.db");
+    let clock: Arc<dyn verge_kv::Clock> = Arc::new(verge_kv::SystemClock);
+    let store: Arc<dyn verge_kv::KvStore> = Arc::new(
+        verge_kv_sqlite::SqliteStore::open(&path, clock.clone())
+            .with_context(|| format!("cannot open the local KV store {}", path.display()))?,
+    );
+    let mut bindings = std::collections::HashMap::new();
+    for kv in &manifest.kv_namespaces {
+        if store.create_namespace(&kv.namespace).await? {
+            eprintln!("Created KV namespace `{}`", kv.namespace);
+        }
+        bindings.insert(
+            kv.binding.clone(),
+            verge_kv::Namespace::new(store.clone(), &kv.namespace, clock.clone()),
+        );
+    }
+    Ok(Arc::new(bindings))
+}
+
 /// The manifest's limits over the defaults. Those above the node's ceilings
 /// are refused when the worker loads, with the key named.
 fn manifest_limits(manifest: &Manifest) -> Limits {
@@ -235,6 +263,9 @@ impl RequestSink for DevLog {
             ms(s.wall),
             s.id
         );
+        if s.kv_ops > 0 {
+            line.push_str(&format!(" kv={} ops/{}", s.kv_ops, ms(s.kv_time)));
+        }
         if let Some(t) = &s.termination {
             line.push(' ');
             line.push_str(&st.red(&format!("{t} worker={}", s.worker)));

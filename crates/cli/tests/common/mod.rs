@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
-pub use verge_test_programs::{FIXTURES, WSTD_HELLO};
+pub use verge_test_programs::{FIXTURES, KV_FIXTURE, WSTD_HELLO};
 
 /// A `verge dev` process serving one worker from a temporary directory.
 pub struct Dev {
