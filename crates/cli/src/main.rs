@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Build a worker and serve it locally, with a request log and timings.
     Dev(commands::dev::DevArgs),
+    /// Manage the local KV store: namespaces, keys, bulk writes.
+    Kv(commands::kv::KvArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args),
+        Command::Kv(args) => commands::kv::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,7 +119,6 @@ impl Writer {
     /// Applies every job in one transaction, each in its own savepoint, then
     /// commits and only then answers.
     fn commit_batch(&mut self, batch: Vec<Job>) {
-        let generation_before = self.generation;
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let error = unavailable(e);
             for job in batch {
@@ -127,6 +126,24 @@ impl Writer {
             }
             return;
         }
+        // Another process (the CLI beside `verge dev`) may have written since
+        // the last batch; the write lock is held now, so this is current.
+        match self.conn.query_row(
+            "SELECT value FROM meta WHERE name = 'generation'",
+            [],
+            |r| r.get::<_, i64>(0),
+        ) {
+            Ok(g) => self.generation = self.generation.max(g as u64),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let error = unavailable(e);
+                for job in batch {
+                    job_failed(job, &error);
+                }
+                return;
+            }
+        }
+        let generation_before = self.generation;
         let pending: Vec<Pending> = batch.into_iter().map(|job| self.apply(job)).collect();
         let committed = self
             .conn
