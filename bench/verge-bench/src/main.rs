@@ -5,6 +5,13 @@
 //!   REUSE > 1 turns on instance reuse.
 //! - `verge-bench instantiate COMPONENT [N]`: creates and drops N fresh
 //!   instances and prints the mean cost of one, in microseconds.
+//! - `verge-bench kv-serve COMPONENT ADDR DIR`: serves COMPONENT with KV
+//!   bindings `KV` (1000 keys of 100 B prefilled) and `LARGE` (10 keys of
+//!   1 MiB) on a SQLite store in DIR, with generous CPU limits.
+//! - `verge-bench kv-native DIR`: the same reads and writes done directly
+//!   with rusqlite (same pragmas), printing percentiles in nanoseconds.
+
+mod kv;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +33,9 @@ async fn main() -> anyhow::Result<()> {
         [command, component, ..] => (command.as_str(), component),
         _ => bail!("usage: verge-bench serve COMPONENT ADDR [REUSE] | instantiate COMPONENT [N]"),
     };
+    if command == "kv-native" {
+        return kv::native(std::path::Path::new(component));
+    }
     let bytes = std::fs::read(component).with_context(|| format!("reading {component}"))?;
     let runtime = Runtime::new(RuntimeConfig {
         sink: Arc::new(Quiet),
@@ -39,6 +49,33 @@ async fn main() -> anyhow::Result<()> {
             spec.instance_reuse = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(1);
             let (worker, _) = runtime.load(spec)?;
             let listener = tokio::net::TcpListener::bind(addr).await?;
+            println!("listening on http://{}", listener.local_addr()?);
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            serve(
+                listener,
+                Arc::new(SingleWorker::new(worker)),
+                ServeOptions::default(),
+                shutdown,
+            )
+            .await;
+        }
+        "kv-serve" => {
+            let addr = args.get(2).context("kv-serve needs ADDR")?;
+            let dir = std::path::PathBuf::from(args.get(3).context("kv-serve needs DIR")?);
+            spec.kv = kv::prefilled_bindings(&dir).await?;
+            spec.limits.cpu = std::time::Duration::from_secs(120);
+            spec.limits.wall = std::time::Duration::from_secs(300);
+            let mut config = RuntimeConfig {
+                sink: Arc::new(Quiet),
+                ..RuntimeConfig::default()
+            };
+            config.ceilings.cpu = spec.limits.cpu;
+            config.ceilings.wall = spec.limits.wall;
+            let runtime = Runtime::new(config)?;
+            let (worker, _) = runtime.load(spec)?;
+            let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
             println!("listening on http://{}", listener.local_addr()?);
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;

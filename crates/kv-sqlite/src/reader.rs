@@ -64,7 +64,9 @@ pub(crate) fn namespaces(conn: &Connection) -> Result<Vec<String>, KvError> {
     rows.collect::<Result<_, _>>().map_err(unavailable)
 }
 
-/// The live entry of one key in namespace `ns`.
+/// The live entry of one key in namespace `ns`. A value kept apart is read
+/// by its own primary-key lookup, never through a join the planner could
+/// turn into a scan of every large value.
 pub(crate) fn get_one(
     conn: &Connection,
     ns: i64,
@@ -73,22 +75,37 @@ pub(crate) fn get_one(
 ) -> Result<Option<Entry>, KvError> {
     let mut statement = conn
         .prepare_cached(
-            "SELECT coalesce(e.value, b.value), e.metadata, e.expiration, e.generation
-             FROM entries e LEFT JOIN blobs b ON e.value IS NULL AND b.ns = e.ns AND b.key = e.key
-             WHERE e.ns = ?1 AND e.key = ?2 AND (e.expiration IS NULL OR e.expiration > ?3)",
+            "SELECT value, metadata, expiration, generation FROM entries
+             WHERE ns = ?1 AND key = ?2 AND (expiration IS NULL OR expiration > ?3)",
         )
         .map_err(unavailable)?;
-    statement
+    let row = statement
         .query_row(params![ns, key, now as i64], |r| {
-            Ok(Entry {
-                value: Bytes::from(r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default()),
-                metadata: r.get(1)?,
-                expiration: r.get::<_, Option<i64>>(2)?.map(|e| e as u64),
-                generation: r.get::<_, i64>(3)? as u64,
-            })
+            Ok((
+                r.get::<_, Option<Vec<u8>>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })
         .optional()
-        .map_err(unavailable)
+        .map_err(unavailable)?;
+    let Some((inline, metadata, expiration, generation)) = row else {
+        return Ok(None);
+    };
+    let value = match inline {
+        Some(value) => value,
+        None => conn
+            .prepare_cached("SELECT value FROM blobs WHERE ns = ?1 AND key = ?2")
+            .and_then(|mut s| s.query_row(params![ns, key], |r| r.get::<_, Vec<u8>>(0)))
+            .map_err(unavailable)?,
+    };
+    Ok(Some(Entry {
+        value: Bytes::from(value),
+        metadata,
+        expiration: expiration.map(|e| e as u64),
+        generation: generation as u64,
+    }))
 }
 
 pub(crate) fn get(

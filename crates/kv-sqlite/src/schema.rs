@@ -3,7 +3,10 @@
 use rusqlite::Connection;
 
 /// Entries keep small values inline; `blobs` holds the rest, so a scan of
-/// keys never pages through large values. Keys are BLOBs, which SQLite
+/// keys never pages through large values. `blobs` is a rowid table on
+/// purpose: in a WITHOUT ROWID table the row is the index entry, and every
+/// seek that compares against a spilled row reads the whole row, 1 MiB
+/// values included. Keys are BLOBs, which SQLite
 /// compares bytewise: list order is byte order. `meta.generation` is the last
 /// generation handed out, persisted so a generation is never reused even
 /// after the entry holding it is deleted.
@@ -27,7 +30,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     key   BLOB NOT NULL,
     value BLOB NOT NULL,
     PRIMARY KEY (ns, key)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL

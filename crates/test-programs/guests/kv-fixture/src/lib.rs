@@ -112,6 +112,47 @@ impl Guest for KvFixture {
                     Err(e) => respond(out, 400, &[], format!("error: {e:?}").as_bytes()),
                 }
             }
+            "/bench" => {
+                // Times `n` operations from inside the guest and reports
+                // percentiles in nanoseconds: `op` is get (of keys
+                // bench:0..keys, prefilled by the host) or put.
+                let n = arg("n").and_then(|n| n.parse().ok()).unwrap_or(1000usize);
+                let size = arg("size").and_then(|n| n.parse().ok()).unwrap_or(100usize);
+                let keys = arg("keys").and_then(|n| n.parse().ok()).unwrap_or(1000usize);
+                let op = arg("op").unwrap_or_default();
+                let value = vec![b'x'; size];
+                let options = PutOptions { expiration: Expiration::Never, metadata: None, condition: Condition::Always };
+                let mut times = Vec::with_capacity(n);
+                let started = wasip2::clocks::monotonic_clock::now();
+                for i in 0..n {
+                    let key = format!("bench:{}", i % keys);
+                    let t0 = wasip2::clocks::monotonic_clock::now();
+                    let ok = match op.as_str() {
+                        "get" => bucket.get(key.as_bytes()).map(|e| e.is_some()).unwrap_or(false),
+                        _ => bucket.put(key.as_bytes(), &value, &options).is_ok(),
+                    };
+                    times.push(wasip2::clocks::monotonic_clock::now() - t0);
+                    if !ok {
+                        return respond(out, 500, &[], format!("{op} of {key} failed").as_bytes());
+                    }
+                }
+                let total = wasip2::clocks::monotonic_clock::now() - started;
+                times.sort_unstable();
+                let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+                let text = format!("p50={} p99={} total={} n={n}", p(0.50), p(0.99), total);
+                respond(out, 200, &[], text.as_bytes())
+            }
+            "/put1" => {
+                // One put of `size` bytes under a fresh random key: a load
+                // generator's unit of write throughput.
+                let size = arg("size").and_then(|n| n.parse().ok()).unwrap_or(100usize);
+                let key = format!("load:{:016x}", wasip2::random::random::get_random_u64());
+                let options = PutOptions { expiration: Expiration::Never, metadata: None, condition: Condition::Always };
+                match bucket.put(key.as_bytes(), &vec![b'x'; size], &options) {
+                    Ok(_) => respond(out, 200, &[], b"ok"),
+                    Err(e) => respond(out, 500, &[], format!("error: {e:?}").as_bytes()),
+                }
+            }
             _ => respond(out, 404, &[], b"no such route"),
         }
     }
