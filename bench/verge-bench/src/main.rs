@@ -26,6 +26,28 @@ impl RequestSink for Quiet {
     fn record(&self, _: &RequestSummary) {}
 }
 
+/// Loads `spec` and serves it on `addr` until Ctrl-C.
+async fn serve_until_ctrl_c(
+    runtime: &Arc<Runtime>,
+    spec: WorkerSpec,
+    addr: &str,
+) -> anyhow::Result<()> {
+    let (worker, _) = runtime.load(spec)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve(
+        listener,
+        Arc::new(SingleWorker::new(worker)),
+        ServeOptions::default(),
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,19 +69,7 @@ async fn main() -> anyhow::Result<()> {
         "serve" => {
             let addr = args.get(2).map_or("127.0.0.1:18792", String::as_str);
             spec.instance_reuse = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(1);
-            let (worker, _) = runtime.load(spec)?;
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            println!("listening on http://{}", listener.local_addr()?);
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            serve(
-                listener,
-                Arc::new(SingleWorker::new(worker)),
-                ServeOptions::default(),
-                shutdown,
-            )
-            .await;
+            serve_until_ctrl_c(&runtime, spec, addr).await?;
         }
         "kv-serve" => {
             let addr = args.get(2).context("kv-serve needs ADDR")?;
@@ -73,20 +83,7 @@ async fn main() -> anyhow::Result<()> {
             };
             config.ceilings.cpu = spec.limits.cpu;
             config.ceilings.wall = spec.limits.wall;
-            let runtime = Runtime::new(config)?;
-            let (worker, _) = runtime.load(spec)?;
-            let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
-            println!("listening on http://{}", listener.local_addr()?);
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            serve(
-                listener,
-                Arc::new(SingleWorker::new(worker)),
-                ServeOptions::default(),
-                shutdown,
-            )
-            .await;
+            serve_until_ctrl_c(&Runtime::new(config)?, spec, addr).await?;
         }
         "instantiate" => {
             let n: u32 = args

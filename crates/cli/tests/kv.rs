@@ -122,9 +122,20 @@ fn every_limit_is_an_error_value_at_its_boundary() {
         dev.put(&format!("key=m&meta={}", meta(1025)), b"v").text(),
         "error: Error::MetadataTooLarge(1025)"
     );
-    let keys = |n: usize| (0..n).map(|i| format!("k{i}")).collect::<Vec<_>>().join(",");
-    assert_eq!(dev.get(&format!("/get-many?keys={}", keys(100))).status, 200);
-    assert_eq!(dev.get(&format!("/get-many?keys={}", keys(101))).text(), "error: Error::TooManyKeys(101)");
+    let keys = |n: usize| {
+        (0..n)
+            .map(|i| format!("k{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    assert_eq!(
+        dev.get(&format!("/get-many?keys={}", keys(100))).status,
+        200
+    );
+    assert_eq!(
+        dev.get(&format!("/get-many?keys={}", keys(101))).text(),
+        "error: Error::TooManyKeys(101)"
+    );
     assert_eq!(dev.get("/list?limit=1000").status, 200);
     assert_eq!(
         dev.get("/list?limit=1001").text(),

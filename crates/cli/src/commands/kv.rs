@@ -228,11 +228,7 @@ async fn keys(command: KeyCommand, namespace: impl Fn(&str) -> Namespace) -> any
                     })?),
                     (None, None) => read_stdin()?,
                 };
-            let expiration = match (ttl, expiration) {
-                (Some(ttl), _) => Expiration::Ttl(ttl),
-                (None, Some(at)) => Expiration::At(at),
-                (None, None) => Expiration::Never,
-            };
+            let expiration = expiration_of(ttl, expiration);
             let options = PutOptions {
                 expiration,
                 metadata,
@@ -357,11 +353,7 @@ async fn bulk(command: BulkCommand, namespace: impl Fn(&str) -> Namespace) -> an
                 } else {
                     pair.value.into_bytes()
                 };
-                let expiration = match (pair.expiration_ttl, pair.expiration) {
-                    (Some(ttl), _) => Expiration::Ttl(ttl),
-                    (None, Some(at)) => Expiration::At(at),
-                    (None, None) => Expiration::Never,
-                };
+                let expiration = expiration_of(pair.expiration_ttl, pair.expiration);
                 let metadata = pair.metadata.map(|m| m.to_string());
                 let options = PutOptions {
                     expiration,
@@ -403,6 +395,15 @@ async fn bulk(command: BulkCommand, namespace: impl Fn(&str) -> Namespace) -> an
     }
     eprintln!("Applied {count} writes to namespace `{}`", ns.namespace);
     Ok(())
+}
+
+/// A TTL wins over an absolute expiration, as in Workers KV.
+fn expiration_of(ttl: Option<u64>, at: Option<u64>) -> Expiration {
+    match (ttl, at) {
+        (Some(ttl), _) => Expiration::Ttl(ttl),
+        (None, Some(at)) => Expiration::At(at),
+        (None, None) => Expiration::Never,
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(file: &Path) -> anyhow::Result<T> {
