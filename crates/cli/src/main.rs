@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build a worker's component and check that it can run on Verge.
+    Build(commands::build::BuildArgs),
     /// Build a worker and serve it locally, with a request log and timings.
     Dev(commands::dev::DevArgs),
     /// Manage the local KV store: namespaces, keys, bulk writes.
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Build(args) => commands::build::run(args),
         Command::Dev(args) => commands::dev::run(args),
         Command::Kv(args) => commands::kv::run(args),
     };

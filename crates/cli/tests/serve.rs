@@ -231,3 +231,39 @@ fn the_hello_example_builds_and_serves() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "Hello from Verge, Ada!\n");
 }
+
+#[test]
+fn verge_build_builds_checks_and_reports_the_size() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples");
+    let output = verge()
+        .arg("build")
+        .arg(&example)
+        .arg("--no-check")
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("Ready ") && stdout.contains("hello.wasm (") && stdout.contains("KiB)"),
+        "{stdout}"
+    );
+
+    // A prebuilt file that is no component fails the check, saying so.
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm\x01\0\0\0").unwrap();
+    common::write_manifest(dir.path(), bogus.to_str().unwrap(), "");
+    let output = verge().arg("build").arg(dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bogus.wasm cannot run on Verge"),
+        "{stderr}"
+    );
+}
