@@ -175,12 +175,7 @@ impl Writer {
                 reply,
             } => {
                 let result = self.in_savepoint(|w| w.write(&namespace, ops, now));
-                Box::new(move |failure| {
-                    let _ = reply.send(match failure {
-                        Some(e) => Err(e.clone()),
-                        None => result,
-                    });
-                })
+                answer_later(reply, result)
             }
             Job::CreateNamespace { name, reply } => {
                 let result = self.in_savepoint(|w| {

@@ -81,14 +81,3 @@ pub trait KvStore: Send + Sync {
         now: u64,
     ) -> Result<ListPage, KvError>;
 }
-
-impl WriteOp {
-    /// The key the write touches.
-    pub fn key(&self) -> &[u8] {
-        match self {
-            WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::Increment { key, .. } => {
-                key
-            }
-        }
-    }
-}

@@ -84,12 +84,6 @@ impl CpuMeter {
         }
     }
 
-    /// Resets the meter for the next request on a reused instance.
-    pub fn reset(&self) {
-        self.used_ns.store(0, Ordering::Relaxed);
-        self.exceeded.store(false, Ordering::Relaxed);
-    }
-
     fn begin_poll(&self) -> u64 {
         let now = thread_cpu_now();
         self.poll_started_ns.store(now, Ordering::Relaxed);

@@ -135,6 +135,47 @@ impl GuestRun {
     pub(crate) fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         self.deadline.as_mut().poll(cx).is_ready()
     }
+
+    /// Polls the guest; when it has returned, reports a failure if it had one.
+    pub(crate) fn poll_progress(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: &mut Record,
+    ) -> Option<Termination> {
+        self.poll_guest(cx);
+        let output = self.finished.take()?;
+        record.guest_finished(output)
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.future.is_some()
+    }
+
+    /// The body is complete but the guest has not returned: let it finish in
+    /// a task of its own, within its wall deadline, so its logs and outcome
+    /// are still recorded without holding up the client.
+    pub(crate) fn finish_in_background(mut self, mut record: Record) {
+        tokio::spawn(async move {
+            let outcome = std::future::poll_fn(|cx| {
+                if let Some(failure) = self.poll_progress(cx, &mut record) {
+                    return Poll::Ready(Some(failure));
+                }
+                if !self.is_running() {
+                    return Poll::Ready(None);
+                }
+                if self.poll_deadline(cx) {
+                    return Poll::Ready(Some(Termination::WallLimit {
+                        limit: record.worker.limits.wall,
+                    }));
+                }
+                Poll::Pending
+            })
+            .await;
+            if let Some(termination) = outcome {
+                record.terminate(termination);
+            }
+        });
+    }
 }
 
 /// What the node knows about a request while it runs; reported to the
@@ -196,6 +237,9 @@ impl Record {
             .then(|| Termination::RequestBodyLimit {
                 limit: self.worker.limits.body,
             })
+    }
+    pub(crate) fn wall_limit(&self) -> Duration {
+        self.worker.limits.wall
     }
 }
 
@@ -460,56 +504,6 @@ fn add_node_headers(headers: &mut http::HeaderMap, record: &Record) {
     }
     if let Ok(value) = HeaderValue::from_str(&record.id.to_string()) {
         headers.insert("x-request-id", value);
-    }
-}
-
-/// Called by the response body as the guest and the body progress.
-impl GuestRun {
-    /// Polls the guest; when it has returned, reports a failure if it had one.
-    pub(crate) fn poll_progress(
-        &mut self,
-        cx: &mut Context<'_>,
-        record: &mut Record,
-    ) -> Option<Termination> {
-        self.poll_guest(cx);
-        let output = self.finished.take()?;
-        record.guest_finished(output)
-    }
-
-    pub(crate) fn is_running(&self) -> bool {
-        self.future.is_some()
-    }
-
-    /// The body is complete but the guest has not returned: let it finish in
-    /// a task of its own, within its wall deadline, so its logs and outcome
-    /// are still recorded without holding up the client.
-    pub(crate) fn finish_in_background(mut self, mut record: Record) {
-        tokio::spawn(async move {
-            let outcome = std::future::poll_fn(|cx| {
-                if let Some(failure) = self.poll_progress(cx, &mut record) {
-                    return Poll::Ready(Some(failure));
-                }
-                if !self.is_running() {
-                    return Poll::Ready(None);
-                }
-                if self.poll_deadline(cx) {
-                    return Poll::Ready(Some(Termination::WallLimit {
-                        limit: record.worker.limits.wall,
-                    }));
-                }
-                Poll::Pending
-            })
-            .await;
-            if let Some(termination) = outcome {
-                record.terminate(termination);
-            }
-        });
-    }
-}
-
-impl Record {
-    pub(crate) fn wall_limit(&self) -> Duration {
-        self.worker.limits.wall
     }
 }
 
