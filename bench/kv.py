@@ -75,6 +75,9 @@ def main():
             server.send_signal(signal.SIGINT)
             server.wait(timeout=10)
         native_out = subprocess.run([BENCH, "kv-native", native_dir], check=True, capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory() as store_only_dir:
+        store_out = subprocess.run([BENCH, "kv-store", store_only_dir], check=True, capture_output=True, text=True).stdout
+    store_throughput = parse(store_out)["puts_per_s"]
     native = {}
     for line in native_out.splitlines():
         _, op, size, rest = line.split(" ", 3)
@@ -88,6 +91,7 @@ def main():
         label = f"{key[0]} {'100 B' if key[1] == 'small' else '1 MiB'}"
         print(f"| {label} | {us(g['p50'])} | {us(g['p99'])} | {us(n['p50'])} | {us(n['p99'])} |")
     print(f"\nput throughput, 64 concurrent requests (100 B, a fresh instance each): {put_throughput:.0f}/s")
+    print(f"the store alone, 64 concurrent writers (no HTTP, no guest): {store_throughput}/s")
     print(f"native sequential puts: {native[('put', 'small')]['ops_per_s']}/s")
     print("for scale: a Workers KV call over the REST API took ~250,000 µs")
 

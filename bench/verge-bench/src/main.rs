@@ -10,6 +10,8 @@
 //!   1 MiB) on a SQLite store in DIR, with generous CPU limits.
 //! - `verge-bench kv-native DIR`: the same reads and writes done directly
 //!   with rusqlite (same pragmas), printing percentiles in nanoseconds.
+//! - `verge-bench kv-store DIR`: puts per second into the SQLite store from
+//!   64 concurrent writers, without HTTP or guests.
 
 mod kv;
 
@@ -57,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
     };
     if command == "kv-native" {
         return kv::native(std::path::Path::new(component));
+    }
+    if command == "kv-store" {
+        return kv::store_throughput(std::path::Path::new(component)).await;
     }
     let bytes = std::fs::read(component).with_context(|| format!("reading {component}"))?;
     let runtime = Runtime::new(RuntimeConfig {
