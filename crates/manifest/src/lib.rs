@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod outbound;
+
+pub use outbound::HostPattern;
+
 /// The manifest's file name.
 pub const FILE_NAME: &str = "verge.toml";
 
@@ -29,6 +33,8 @@ pub struct Manifest {
     pub limits: LimitsSection,
     /// KV namespaces the worker may open, by binding name.
     pub kv_namespaces: Vec<KvBinding>,
+    /// Hosts the worker may send HTTP requests to (`[outbound] allow`).
+    pub outbound: Vec<HostPattern>,
     /// The directory the manifest is in; relative paths are relative to it.
     pub dir: PathBuf,
 }
@@ -62,6 +68,8 @@ pub struct LimitsSection {
     /// Requests one instance may serve in sequence (1 = a fresh instance for
     /// every request).
     pub instance_reuse: Option<u32>,
+    /// Outbound HTTP requests one request may make.
+    pub subrequests: Option<u32>,
 }
 
 /// One `[[kv_namespaces]]` entry: the guest opens `namespace` as `binding`.
@@ -87,6 +95,15 @@ struct Raw {
     limits: LimitsSection,
     #[serde(default)]
     kv_namespaces: Vec<KvBinding>,
+    #[serde(default)]
+    outbound: RawOutbound,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbound {
+    #[serde(default)]
+    allow: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -163,7 +180,7 @@ impl Manifest {
                 Some("add `name = \"my-worker\"` at the top".into()),
             )
         })?;
-        if let Err(problem) = check_name(&name) {
+        if let Err(problem) = check_worker_name(&name) {
             return Err(error(
                 find("name"),
                 format!("invalid name {name:?}: {problem}"),
@@ -254,6 +271,18 @@ impl Manifest {
             }
         }
 
+        let mut outbound = Vec::new();
+        for entry in &raw.outbound.allow {
+            let pattern = entry.parse::<HostPattern>().map_err(|problem| {
+                error(
+                    find_value(text, entry).or_else(|| find("allow")),
+                    format!("invalid [outbound] allow entry {entry:?}: {problem}"),
+                    Some("entries look like `api.example.com`, `https://*.example.com` or `127.0.0.1:8080`".into()),
+                )
+            })?;
+            outbound.push(pattern);
+        }
+
         let limits = raw.limits;
         let positive = [
             ("cpu_ms", limits.cpu_ms),
@@ -277,12 +306,14 @@ impl Manifest {
             vars: raw.vars,
             limits,
             kv_namespaces: raw.kv_namespaces,
+            outbound,
             dir,
         })
     }
 }
 
-fn check_name(name: &str) -> Result<(), &'static str> {
+/// Checks a worker name: lowercase letters, digits and `-`, 1 to 63 long.
+pub fn check_worker_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it is empty");
     }
@@ -321,6 +352,12 @@ fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
         offset += line.len();
     }
     None
+}
+
+/// Where the quoted string `value` first appears.
+fn find_value(text: &str, value: &str) -> Option<(usize, usize)> {
+    let quoted = format!("\"{value}\"");
+    text.find(&quoted).map(|offset| line_col(text, offset))
 }
 
 /// Turns toml's "unknown field `x`, expected one of `a`, `b`" into a message
@@ -388,9 +425,27 @@ mod tests {
                 wall_ms: Some(2000),
                 memory_mib: Some(64),
                 body_mib: Some(1),
-                instance_reuse: Some(8)
+                instance_reuse: Some(8),
+                subrequests: None,
             }
         );
+    }
+
+    #[test]
+    fn outbound_hosts_parse_and_bad_ones_are_located() {
+        let m =
+            parse("name = \"x\"\n[outbound]\nallow = [\"api.example.com\", \"127.0.0.1:8080\"]\n")
+                .unwrap();
+        assert_eq!(m.outbound.len(), 2);
+        assert!(HostPattern::any_allows(
+            &m.outbound,
+            &"http://127.0.0.1:8080/".parse().unwrap()
+        ));
+        let e = parse("name = \"x\"\n\n[outbound]\nallow = [\"https://x.com/api\"]\n").unwrap_err();
+        assert_eq!(e.location.map(|l| l.0), Some(4));
+        assert!(e.message.contains("a path is not allowed"), "{}", e.message);
+        let e = parse("name = \"x\"\n[outbound]\nhosts = []\n").unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("known keys here: allow"));
     }
 
     #[test]

@@ -37,6 +37,9 @@ use crate::log::{RequestId, RequestSummary, Termination, millis};
 use crate::state::InstanceState;
 use crate::worker::Worker;
 
+/// The header carrying the node's request id, to the guest and the client.
+const REQUEST_ID: &str = "x-request-id";
+
 /// Raised from the epoch callback to stop a guest that spent its CPU budget.
 #[derive(Debug, thiserror::Error)]
 #[error("CPU time limit exceeded")]
@@ -58,7 +61,7 @@ impl Instance {
             bindings: worker.kv.clone(),
             stats: kv_stats,
         };
-        let state = InstanceState::new(&worker.vars, &log, meter, worker.limits.memory, kv);
+        let state = InstanceState::new(worker, &log, meter, kv);
         let mut store = Store::new(&worker.runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|ctx| {
@@ -85,6 +88,7 @@ impl Instance {
         state.meter = meter;
         state.kv.stats = kv_stats;
         state.limiter.exceeded = None;
+        state.hooks.sent = 0;
         self.store.set_epoch_deadline(1);
         let _ = self.log.take();
     }
@@ -345,8 +349,13 @@ impl Worker {
         record.logs = Some(instance.log.clone());
 
         let body_exceeded = record.request_body_exceeded.clone();
-        let request =
+        let mut request =
             request.map(|body| LimitedIncoming::new(body, self.limits.body, body_exceeded.clone()));
+        // The guest sees the node's request id (replacing any the client
+        // sent), so its error responses and logs can name it.
+        if let Ok(value) = HeaderValue::from_str(&record.id.to_string()) {
+            request.headers_mut().insert(REQUEST_ID, value);
+        }
         let (sender, mut receiver) = oneshot::channel();
         let resources = {
             let mut http = instance.store.data_mut().http();
@@ -503,7 +512,7 @@ fn add_node_headers(headers: &mut http::HeaderMap, record: &Record) {
         headers.append("server-timing", value);
     }
     if let Ok(value) = HeaderValue::from_str(&record.id.to_string()) {
-        headers.insert("x-request-id", value);
+        headers.insert(REQUEST_ID, value);
     }
 }
 

@@ -22,6 +22,9 @@ pub struct Limits {
     pub memory: u64,
     /// Size of the request body and of the response body, each, in bytes.
     pub body: u64,
+    /// Outbound HTTP requests (`wasi:http/outgoing-handler`) one request may
+    /// make.
+    pub subrequests: u32,
 }
 
 impl Default for Limits {
@@ -31,6 +34,7 @@ impl Default for Limits {
             wall: Duration::from_secs(30),
             memory: 128 * MIB,
             body: 100 * MIB,
+            subrequests: 50,
         }
     }
 }
@@ -75,6 +79,11 @@ impl Limits {
                 Amount::Bytes(self.body),
                 Amount::Bytes(ceiling.body),
             ),
+            (
+                "subrequests",
+                Amount::Count(self.subrequests.into()),
+                Amount::Count(ceiling.subrequests.into()),
+            ),
         ];
         for (name, requested, allowed) in checks {
             if requested > allowed {
@@ -94,6 +103,7 @@ impl Limits {
 pub(crate) enum Amount {
     Millis(Duration),
     Bytes(u64),
+    Count(u64),
 }
 
 impl fmt::Display for Amount {
@@ -102,6 +112,7 @@ impl fmt::Display for Amount {
             Amount::Millis(d) => write!(f, "{} ms", d.as_millis()),
             Amount::Bytes(b) if b % MIB == 0 => write!(f, "{} MiB", b / MIB),
             Amount::Bytes(b) => write!(f, "{b} bytes"),
+            Amount::Count(n) => write!(f, "{n}"),
         }
     }
 }

@@ -1,20 +1,18 @@
 //! What a `Store` holds for one request: WASI contexts, the resource table,
 //! the memory limiter and the CPU meter.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-    WasiHttpView,
-};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::cpu::CpuMeter;
 use crate::guest_log::{GuestLog, LogStream};
 use crate::kv::KvContext;
+use crate::outbound::OutboundPolicy;
+use crate::worker::Worker;
 
 /// Store data of one instance.
 pub struct InstanceState {
@@ -22,23 +20,22 @@ pub struct InstanceState {
     http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
     pub(crate) kv: KvContext,
-    hooks: OutboundPolicy,
+    pub(crate) hooks: OutboundPolicy,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) meter: Arc<CpuMeter>,
 }
 
 impl InstanceState {
     pub(crate) fn new(
-        vars: &[(String, String)],
+        worker: &Worker,
         log: &GuestLog,
         meter: Arc<CpuMeter>,
-        memory_limit: u64,
         kv: KvContext,
     ) -> InstanceState {
         // No preopens, no sockets, no name lookups: the builder's defaults
         // deny them. Outbound HTTP goes through `OutboundPolicy`.
         let wasi = WasiCtx::builder()
-            .envs(vars)
+            .envs(&worker.vars)
             .stdout(log.stream(LogStream::Stdout))
             .stderr(log.stream(LogStream::Stderr))
             .build();
@@ -47,8 +44,13 @@ impl InstanceState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             kv,
-            hooks: OutboundPolicy { log: log.clone() },
-            limiter: MemoryLimiter::new(memory_limit),
+            hooks: OutboundPolicy {
+                log: log.clone(),
+                allowed: worker.outbound.clone(),
+                budget: worker.limits.subrequests,
+                sent: 0,
+            },
+            limiter: MemoryLimiter::new(worker.limits.memory),
             meter,
         }
     }
@@ -70,44 +72,6 @@ impl WasiHttpView for InstanceState {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Decides where a worker may send outbound HTTP requests.
-///
-/// Until manifests can list allowed hosts, every outbound request is refused
-/// with `HTTP-request-denied`, which the guest sees as an error value, and
-/// the refusal is written to the request's log.
-struct OutboundPolicy {
-    log: GuestLog,
-}
-
-type SendFuture = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                ),
-                HttpError,
-            >,
-        > + Send,
->;
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ) -> SendFuture {
-        let line = format!(
-            "verge: outbound request to {} denied: this worker may not send outbound HTTP requests\n",
-            request.uri()
-        );
-        let mut stderr = self.log.stream(LogStream::Stderr);
-        let _ = wasmtime_wasi::p2::OutputStream::write(&mut stderr, line.into());
-        Box::new(async { Err(HttpError::HttpRequestDenied) })
     }
 }
 

@@ -9,6 +9,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::invoke::Instance;
 use crate::kv::KvBindings;
 use crate::limits::Limits;
+use crate::outbound::AllowedHosts;
 use crate::runtime::{IDLE_INSTANCE_SLOTS, Runtime};
 use crate::state::InstanceState;
 
@@ -33,6 +34,8 @@ pub struct WorkerSpec {
     pub expose_errors: bool,
     /// The KV namespaces the guest may open, by binding name.
     pub kv: KvBindings,
+    /// Where the guest may send outbound HTTP requests (nowhere by default).
+    pub outbound: AllowedHosts,
 }
 
 impl WorkerSpec {
@@ -46,6 +49,7 @@ impl WorkerSpec {
             instance_reuse: 1,
             expose_errors: false,
             kv: KvBindings::default(),
+            outbound: AllowedHosts::none(),
         }
     }
 }
@@ -60,6 +64,7 @@ pub struct Worker {
     pub(crate) instance_reuse: u32,
     pub(crate) expose_errors: bool,
     pub(crate) kv: KvBindings,
+    pub(crate) outbound: AllowedHosts,
     pub(crate) pre: ProxyPre<InstanceState>,
     idle: Mutex<Vec<Instance>>,
 }
@@ -76,10 +81,18 @@ impl Worker {
             name: spec.name.into(),
             hash,
             limits: spec.limits,
-            vars: spec.vars,
+            vars: {
+                let mut vars = spec.vars;
+                // Tells the guest SDK it may put error details in responses.
+                if spec.expose_errors {
+                    vars.push(("VERGE_ERROR_DETAIL".into(), "1".into()));
+                }
+                vars
+            },
             instance_reuse: spec.instance_reuse.max(1),
             expose_errors: spec.expose_errors,
             kv: spec.kv,
+            outbound: spec.outbound,
             pre,
             idle: Mutex::new(Vec::new()),
         }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use verge_manifest::Manifest;
+use verge_manifest::{HostPattern, Manifest};
 use verge_runtime::guest_log::LogStream;
 use verge_runtime::server::{ServeOptions, SingleWorker, serve};
 use verge_runtime::{
-    CompileSource, KvBindings, Limits, RequestSink, RequestSummary, Runtime, RuntimeConfig,
-    WorkerSpec, ms,
+    AllowedHosts, CompileSource, KvBindings, Limits, RequestSink, RequestSummary, Runtime,
+    RuntimeConfig, WorkerSpec, ms,
 };
 
 use crate::build::{build, human_size};
@@ -55,6 +55,11 @@ pub struct DevArgs {
     #[arg(long)]
     no_pooling: bool,
 
+    /// Keep error details (panic messages, handler error causes) out of
+    /// responses, as a production node does; they still go to the log.
+    #[arg(long)]
+    no_error_detail: bool,
+
     /// Highest CPU limit (ms) a manifest may ask for.
     #[arg(long, default_value_t = 50)]
     max_cpu_ms: u64,
@@ -70,6 +75,10 @@ pub struct DevArgs {
     /// Highest body limit (MiB) a manifest may ask for.
     #[arg(long, default_value_t = 100)]
     max_body_mib: u64,
+
+    /// Highest number of outbound requests per request a manifest may ask for.
+    #[arg(long, default_value_t = 1000)]
+    max_subrequests: u32,
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -80,6 +89,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         wall: Duration::from_millis(args.max_wall_ms),
         memory: args.max_memory_mib * MIB,
         body: args.max_body_mib * MIB,
+        subrequests: args.max_subrequests,
     };
     let limits = manifest_limits(&manifest);
     let data_dir = args
@@ -107,11 +117,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             name: manifest.name.clone(),
             component: built.bytes,
             limits,
-            vars: manifest.vars.clone().into_iter().collect(),
+            vars: guest_env(&manifest)?,
             instance_reuse: manifest.limits.instance_reuse.unwrap_or(1),
             // `verge dev` shows guest failure details in responses.
-            expose_errors: true,
+            expose_errors: !args.no_error_detail,
             kv,
+            outbound: allowed_hosts(&manifest),
         };
         let size = spec.component.len() as u64;
         let (worker, source) = runtime.load(spec).with_context(|| {
@@ -202,6 +213,62 @@ async fn open_kv(manifest: &Manifest, data_dir: &std::path::Path) -> anyhow::Res
     Ok(Arc::new(bindings))
 }
 
+/// The file of local secrets beside `verge.toml`, as `NAME=value` lines.
+const DEV_VARS: &str = ".dev.vars";
+
+/// The guest's environment: `[vars]` from the manifest, then the secrets in
+/// `.dev.vars` (which win, as a node's secrets win over vars).
+fn guest_env(manifest: &Manifest) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env: std::collections::BTreeMap<String, String> = manifest.vars.clone();
+    let path = manifest.dir.join(DEV_VARS);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    for (secret, value) in parse_dev_vars(&text).map_err(|(line, why)| {
+        anyhow::anyhow!(
+            "{}:{line}: {why}\n  help: write one secret per line as NAME=value; \
+             lines starting with # are comments",
+            path.display()
+        )
+    })? {
+        env.insert(secret, value);
+    }
+    Ok(env.into_iter().collect())
+}
+
+/// Parses `NAME=value` lines (values may be quoted); the error is the
+/// 1-based line and what is wrong with it.
+fn parse_dev_vars(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((name, value)) = line.split_once('=') else {
+            return Err((n + 1, format!("`{line}` has no `=`")));
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err((n + 1, format!("`{name}` is not a variable name")));
+        }
+        let value = value.trim();
+        let value = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(open, close)| {
+                value
+                    .strip_prefix(*open)
+                    .and_then(|v| v.strip_suffix(*close))
+            })
+            .unwrap_or(value);
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
 /// The manifest's limits over the defaults. Those above the node's ceilings
 /// are refused when the worker loads, with the key named.
 fn manifest_limits(manifest: &Manifest) -> Limits {
@@ -214,7 +281,17 @@ fn manifest_limits(manifest: &Manifest) -> Limits {
             .memory_mib
             .map_or(defaults.memory, |m| m.saturating_mul(MIB)),
         body: l.body_mib.map_or(defaults.body, |m| m.saturating_mul(MIB)),
+        subrequests: l.subrequests.unwrap_or(defaults.subrequests),
     }
+}
+
+/// The manifest's `[outbound] allow` list as the runtime's check.
+pub(crate) fn allowed_hosts(manifest: &Manifest) -> AllowedHosts {
+    if manifest.outbound.is_empty() {
+        return AllowedHosts::none();
+    }
+    let patterns = manifest.outbound.clone();
+    AllowedHosts::new(move |uri| HostPattern::any_allows(&patterns, uri))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -285,5 +362,33 @@ impl RequestSink for DevLog {
             ));
         }
         println!("{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_dev_vars;
+
+    #[test]
+    fn dev_vars_parse_and_bad_lines_are_named() {
+        let vars = parse_dev_vars(
+            "# local secrets\nAPI_KEY=abc=123\n\nexport TOKEN = \"quoted value\"\nEMPTY=\n",
+        )
+        .unwrap();
+        assert_eq!(
+            vars,
+            [
+                ("API_KEY".to_string(), "abc=123".to_string()),
+                ("TOKEN".to_string(), "quoted value".to_string()),
+                ("EMPTY".to_string(), String::new()),
+            ]
+        );
+        assert_eq!(parse_dev_vars("OK=1\njust words\n").unwrap_err().0, 2);
+        assert!(
+            parse_dev_vars("BAD NAME=1")
+                .unwrap_err()
+                .1
+                .contains("not a variable name")
+        );
     }
 }
