@@ -6,6 +6,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
 
+use crate::context;
+
 /// A failed request: a status, a machine-readable code and a message for the
 /// client. Internal errors keep their detail out of the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,21 @@ impl Error {
         )
     }
 
+    /// 503 `unavailable`: try again later.
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 502 `bad_gateway`: an upstream request failed.
+    pub fn bad_gateway(message: impl Into<String>) -> Error {
+        Error::new(StatusCode::BAD_GATEWAY, "bad_gateway", message)
+    }
+
+    /// 409 `conflict`.
+    pub fn conflict(message: impl Into<String>) -> Error {
+        Error::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     /// 500 `internal`: the detail is not sent to the client.
     pub fn internal(detail: impl fmt::Display) -> Error {
         let mut error = Error::new(
@@ -70,12 +87,34 @@ impl Error {
         &self.message
     }
 
-    /// The JSON response: `{"error": {"code": ..., "message": ...}}`.
+    /// The detail kept for the log, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// Adds a detail for the log (and for the response when the node opts
+    /// in, as `verge dev` does) without changing what the client is told.
+    pub fn with_detail(mut self, detail: impl fmt::Display) -> Error {
+        self.detail = Some(detail.to_string());
+        self
+    }
+
+    /// The JSON response: `{"error": {"code": ..., "message": ...}}`, plus
+    /// `request_id` when the node gave one, and `detail` only when the node
+    /// opts in. The detail is always written to the request's log.
     pub fn into_response(self) -> http::Response<Bytes> {
+        let request_id = context::request_id();
         if let Some(detail) = &self.detail {
-            eprintln!("internal error: {detail}");
+            eprintln!("ERROR {} {}: {detail}", self.status.as_u16(), self.code);
         }
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(id) = request_id {
+            error["request_id"] = id.into();
+        }
+        if let Some(detail) = self.detail.filter(|_| context::show_error_detail()) {
+            error["detail"] = detail.into();
+        }
+        let body = serde_json::json!({ "error": error });
         let mut response = http::Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = self.status;
         response
@@ -101,6 +140,18 @@ impl std::error::Error for Error {}
 
 impl From<http::Error> for Error {
     fn from(e: http::Error) -> Error {
+        Error::internal(e)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Error {
+        Error::internal(e)
+    }
+}
+
+impl From<std::str::Utf8Error> for Error {
+    fn from(e: std::str::Utf8Error) -> Error {
         Error::internal(e)
     }
 }

@@ -19,10 +19,53 @@ pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Result<http::Respo
     Ok(response)
 }
 
-/// Reading a request's body as JSON.
+/// Reading a request's body and query.
 pub trait RequestExt {
     /// The body as `T`; a 400 naming the problem (and where) if it is not.
     fn json<T: DeserializeOwned>(&self) -> Result<T, Error>;
+
+    /// The first query parameter `name`, percent-decoded (`+` is a space).
+    fn query(&self, name: &str) -> Option<String>;
+
+    /// The query parameter `name` parsed as `T`; `None` when absent, a 400
+    /// naming the parameter when it does not parse.
+    fn query_as<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, Error>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.query(name)
+            .map(|v| {
+                v.parse().map_err(|e| {
+                    Error::bad_request(format!("query parameter `{name}`={v:?} is invalid: {e}"))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Decodes `%XX` escapes and `+`; malformed escapes are kept as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl RequestExt for http::Request<Bytes> {
@@ -34,6 +77,13 @@ impl RequestExt for http::Request<Bytes> {
         }
         serde_json::from_slice(self.body())
             .map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
+    }
+
+    fn query(&self, name: &str) -> Option<String> {
+        self.uri().query()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
     }
 }
 
@@ -50,6 +100,25 @@ mod tests {
         http::Request::post("/")
             .body(Bytes::from(body.to_string()))
             .unwrap()
+    }
+
+    #[test]
+    fn query_parameters_are_decoded_and_parsed() {
+        let request =
+            http::Request::get("/todos?limit=5&cursor=a%2Fb%3D&q=milk+and%20eggs&bad=%zz&flag")
+                .body(Bytes::new())
+                .unwrap();
+        assert_eq!(request.query("cursor").as_deref(), Some("a/b="));
+        assert_eq!(request.query("q").as_deref(), Some("milk and eggs"));
+        assert_eq!(request.query("bad").as_deref(), Some("%zz"));
+        assert_eq!(request.query("flag").as_deref(), Some(""));
+        assert_eq!(request.query("missing"), None);
+        assert_eq!(request.query_as::<u32>("limit"), Ok(Some(5)));
+        let error = request.query_as::<u32>("cursor").unwrap_err();
+        assert_eq!(error.status(), 400);
+        assert!(error.message().contains("`cursor`"), "{}", error.message());
+        let trailing = http::Request::get("/?a=%4").body(Bytes::new()).unwrap();
+        assert_eq!(trailing.query("a").as_deref(), Some("%4"));
     }
 
     #[test]

@@ -20,6 +20,48 @@ pub struct Dev {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
+/// The repository's `examples/`.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// Where example and template workers build: shared, so that their common
+/// dependencies compile once.
+pub fn examples_target() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples")
+}
+
+/// Builds every example once per test process, so that each `verge dev`
+/// finds its build done instead of racing the others for cargo's lock.
+pub fn build_examples() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--target", "wasm32-wasip2", "--release"])
+            .current_dir(examples_dir())
+            .env("CARGO_TARGET_DIR", examples_target())
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .output()
+            .expect("cannot run cargo");
+        assert!(
+            output.status.success(),
+            "building the examples failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+}
+
+/// The built component of example `name`.
+pub fn example_component(name: &str) -> PathBuf {
+    build_examples();
+    examples_target()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}
+
 /// Writes a manifest for `component` with `extra` TOML appended.
 pub fn project(component: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -57,12 +99,31 @@ impl Dev {
 
     /// Starts `verge dev` on the project in `dir` and waits until it serves.
     pub fn start(dir: tempfile::TempDir, args: &[&str]) -> Dev {
+        let worker = dir.path().to_path_buf();
+        Dev::spawn(&worker, dir, args)
+    }
+
+    /// Serves `examples/NAME` (built once per test process into the shared
+    /// examples target directory) with its local state in a temporary dir.
+    pub fn example(name: &str, args: &[&str]) -> Dev {
+        build_examples();
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = data.path().to_str().unwrap().to_string();
+        let mut all = vec!["--data-dir", data_dir.as_str()];
+        all.extend_from_slice(args);
+        Dev::spawn(&examples_dir().join(name), data, &all)
+    }
+
+    /// Starts `verge dev` on the worker in `worker`, keeping `dir` alive as
+    /// long as the process.
+    pub fn spawn(worker: &Path, dir: tempfile::TempDir, args: &[&str]) -> Dev {
         let mut child = verge()
             .arg("dev")
-            .arg(dir.path())
+            .arg(worker)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("NO_COLOR", "1")
+            .env("CARGO_TARGET_DIR", examples_target())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -107,6 +168,24 @@ impl Dev {
 
     pub fn get(&self, path: &str) -> Reply {
         Reply::from(agent().get(&self.url(path)).call())
+    }
+
+    /// Any method, with headers and an optional body.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut request = http::Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        match body {
+            Some(body) => Reply::from(agent().run(request.body(body.to_string()).unwrap())),
+            None => Reply::from(agent().run(request.body(()).unwrap())),
+        }
     }
 
     /// POSTs `body` with a Content-Length.

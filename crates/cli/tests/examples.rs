@@ -1,0 +1,500 @@
+//! The example workers, built with verge-sdk, served by a real `verge dev`
+//! and driven over HTTP: the todo API, the shortener and the uptime checker
+//! (outbound fetch with its allow-list and subrequest budget).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Dev, Reply, example_component, verge};
+use serde_json::{Value, json};
+
+fn body(reply: &Reply) -> Value {
+    serde_json::from_slice(reply.body.as_ref().expect("body"))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.text()))
+}
+
+fn error_code(reply: &Reply) -> String {
+    body(reply)["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {}", reply.text()))
+        .to_string()
+}
+
+fn post_json(dev: &Dev, path: &str, value: &Value) -> Reply {
+    dev.send(
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        Some(&value.to_string()),
+    )
+}
+
+#[test]
+fn todo_api_crud_with_etags_and_errors() {
+    let dev = Dev::example("todo-api", &[]);
+
+    let created = post_json(&dev, "/todos", &json!({"title": "  buy milk "}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.header("location"), Some("/todos/1"));
+    let etag1 = created.header("etag").expect("etag").to_string();
+    let todo = body(&created);
+    assert_eq!(todo["id"], "1");
+    assert_eq!(todo["title"], "buy milk");
+    assert_eq!(todo["done"], false);
+    assert_eq!(todo["created_at"], todo["updated_at"]);
+    assert!(todo["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let shown = dev.get("/todos/1");
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.header("etag"), Some(etag1.as_str()));
+    assert_eq!(body(&shown), todo);
+    let cached = dev.send("GET", "/todos/1", &[("if-none-match", &etag1)], None);
+    assert_eq!(cached.status, 304);
+
+    // PUT replaces, but only from the version the client saw.
+    let stale = dev.send(
+        "PUT",
+        "/todos/1",
+        &[("if-match", "\"999999\"")],
+        Some(r#"{"title": "buy oat milk", "done": true}"#),
+    );
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    assert_eq!(error_code(&stale), "precondition_failed");
+    let replaced = dev.send(
+        "PUT",
+        "/todos/1",
+        &[("if-match", &etag1)],
+        Some(r#"{"title": "buy oat milk", "done": true}"#),
+    );
+    assert_eq!(replaced.status, 200, "{}", replaced.text());
+    let etag2 = replaced.header("etag").unwrap().to_string();
+    assert_ne!(etag1, etag2);
+    assert_eq!(body(&replaced)["title"], "buy oat milk");
+    assert_eq!(body(&replaced)["done"], true);
+    assert_eq!(body(&replaced)["created_at"], todo["created_at"]);
+    let incomplete = dev.send("PUT", "/todos/1", &[], Some(r#"{"title": "x"}"#));
+    assert_eq!(incomplete.status, 400);
+    assert!(
+        incomplete.text().contains("missing field `done`"),
+        "{}",
+        incomplete.text()
+    );
+
+    // PATCH merges; the first ETag is stale now.
+    let stale = dev.send(
+        "PATCH",
+        "/todos/1",
+        &[("if-match", &etag1)],
+        Some(r#"{"done": false}"#),
+    );
+    assert_eq!(stale.status, 412);
+    let patched = dev.send("PATCH", "/todos/1", &[], Some(r#"{"done": false}"#));
+    assert_eq!(patched.status, 200);
+    assert_eq!(body(&patched)["title"], "buy oat milk");
+    assert_eq!(body(&patched)["done"], false);
+
+    // Bad bodies are 400s that say what is wrong.
+    let cases = [
+        ("not json", "bad_request", "invalid JSON body"),
+        ("", "bad_request", "empty"),
+        (r#"{"title": ""}"#, "invalid", "must not be empty"),
+        (
+            r#"{"title": "x", "owner": "me"}"#,
+            "bad_request",
+            "unknown field `owner`",
+        ),
+        (r#"{"title": 7}"#, "bad_request", "invalid type"),
+    ];
+    for (sent, code, says) in cases {
+        let reply = dev.send("POST", "/todos", &[], Some(sent));
+        assert_eq!(reply.status, 400, "{sent}: {}", reply.text());
+        assert_eq!(error_code(&reply), code, "{sent}");
+        let message = body(&reply)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains(says), "{sent}: {message}");
+    }
+    let long = "x".repeat(201);
+    let reply = post_json(&dev, "/todos", &json!({ "title": long }));
+    assert_eq!(reply.status, 400);
+
+    // Unknown ids and routes are 404s, a method a route lacks a 405.
+    assert_eq!(dev.get("/todos/42").status, 404);
+    assert_eq!(error_code(&dev.get("/todos/abc")), "not_found");
+    assert_eq!(dev.get("/nothing/here").status, 404);
+    let refused = dev.send("DELETE", "/todos", &[], None);
+    assert_eq!(refused.status, 405);
+    assert_eq!(refused.header("allow"), Some("GET, HEAD, POST"));
+    assert_eq!(error_code(&refused), "method_not_allowed");
+
+    let deleted = dev.send("DELETE", "/todos/1", &[], None);
+    assert_eq!(deleted.status, 204);
+    assert_eq!(dev.get("/todos/1").status, 404);
+    assert_eq!(dev.send("DELETE", "/todos/1", &[], None).status, 404);
+
+    // The request log shows the KV calls and the guest's own log line.
+    let entry = dev.log_entry("POST /todos 201");
+    assert!(
+        entry[0].contains("kv=2 ops/"),
+        "increment and put: {entry:?}"
+    );
+    assert!(
+        entry.iter().any(|l| l.contains("INFO created todo 1")),
+        "{entry:?}"
+    );
+}
+
+#[test]
+fn todo_api_pages_through_kv_cursors() {
+    let dev = Dev::example("todo-api", &[]);
+    for n in 1..=25 {
+        let reply = post_json(&dev, "/todos", &json!({ "title": format!("todo {n}") }));
+        assert_eq!(reply.status, 201);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/todos?limit=10&cursor={c}"),
+            None => "/todos?limit=10".to_string(),
+        };
+        let reply = dev.get(&path);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let page = body(&reply);
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["title"].as_str().unwrap().to_string());
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (1..=25).map(|n| format!("todo {n}")).collect();
+    assert_eq!(seen, expected, "every todo once, in creation order");
+    assert_eq!(
+        body(&dev.get("/todos"))["items"].as_array().unwrap().len(),
+        20
+    );
+
+    for bad in [
+        "/todos?limit=0",
+        "/todos?limit=101",
+        "/todos?limit=ten",
+        "/todos?cursor=zz",
+    ] {
+        let reply = dev.get(bad);
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
+    }
+}
+
+/// Overwrites todo 1 with bytes that are not a todo, through the CLI on the
+/// same store, so that reading it fails inside the handler.
+fn corrupt_todo(dev: &Dev) {
+    let output = verge()
+        .args(["kv", "--dir"])
+        .arg(common::examples_dir().join("todo-api"))
+        .arg("--data-dir")
+        .arg(dev.dir.path())
+        .args([
+            "key",
+            "put",
+            "-n",
+            "todos",
+            "todo:000000000001",
+            "{not a todo",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_handler_error_is_a_500_with_the_request_id_and_detail_only_when_opted_in() {
+    for opted_in in [true, false] {
+        let args: &[&str] = if opted_in {
+            &[]
+        } else {
+            &["--no-error-detail"]
+        };
+        let dev = Dev::example("todo-api", args);
+        assert_eq!(
+            post_json(&dev, "/todos", &json!({"title": "x"})).status,
+            201
+        );
+        corrupt_todo(&dev);
+
+        let reply = dev.get("/todos/1");
+        assert_eq!(reply.status, 500, "{}", reply.text());
+        let error = &body(&reply)["error"];
+        assert_eq!(error["code"], "internal");
+        assert_eq!(error["message"], "internal error");
+        assert_eq!(error["request_id"], reply.request_id());
+        if opted_in {
+            let detail = error["detail"].as_str().expect("detail in verge dev");
+            assert!(detail.contains("cannot be decoded"), "{detail}");
+        } else {
+            assert!(error.get("detail").is_none(), "{}", reply.text());
+            assert!(!reply.text().contains("decoded"), "{}", reply.text());
+        }
+        // Either way the cause is in the request's log.
+        let entry = dev.log_entry("GET /todos/1 500");
+        assert!(
+            entry
+                .iter()
+                .any(|l| l.contains("ERROR 500 internal") && l.contains("cannot be decoded")),
+            "{entry:?}"
+        );
+    }
+}
+
+/// An agent that shows redirects instead of following them.
+fn no_redirects() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+#[test]
+fn shortener_redirects_counts_hits_and_expires_links() {
+    let dev = Dev::example("shortener", &[]);
+    let created = post_json(
+        &dev,
+        "/links",
+        &json!({"url": "https://example.com/docs?page=2", "ttl": 3600}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let link = body(&created);
+    let slug = link["slug"].as_str().unwrap().to_string();
+    assert_eq!(slug.len(), 7);
+    assert_eq!(link["short_url"], format!("http://127.0.0.1:8787/{slug}"));
+    assert_eq!(link["hits"], 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires_at = link["expires_at"].as_u64().unwrap();
+    assert!(
+        (now + 3590..=now + 3610).contains(&expires_at),
+        "{expires_at} vs {now}"
+    );
+
+    // Hits from many clients at once are all counted.
+    let url = dev.url(&format!("/{slug}"));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let reply = Reply::from(no_redirects().get(&url).call());
+                    assert_eq!(reply.status, 302);
+                    assert_eq!(
+                        reply.header("location"),
+                        Some("https://example.com/docs?page=2")
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(body(&dev.get(&format!("/links/{slug}")))["hits"], 40);
+
+    // The link's KV entry carries the expiration, so the store forgets it.
+    let output = verge()
+        .args(["kv", "--dir"])
+        .arg(common::examples_dir().join("shortener"))
+        .arg("--data-dir")
+        .arg(dev.dir.path())
+        .args([
+            "key",
+            "get",
+            "-n",
+            "links",
+            &format!("link:{slug}"),
+            "--info",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(info["expiration"], expires_at);
+
+    let custom = post_json(
+        &dev,
+        "/links",
+        &json!({"url": "http://example.org/", "slug": "docs"}),
+    );
+    assert_eq!(custom.status, 201);
+    let taken = post_json(
+        &dev,
+        "/links",
+        &json!({"url": "http://example.org/2", "slug": "docs"}),
+    );
+    assert_eq!(taken.status, 409);
+    assert_eq!(error_code(&taken), "conflict");
+    for bad in [
+        json!({"url": "ftp://example.com/"}),
+        json!({"url": "/relative"}),
+        json!({"url": "https://example.com/", "ttl": 10}),
+        json!({"url": "https://example.com/", "slug": "a b"}),
+    ] {
+        let reply = post_json(&dev, "/links", &bad);
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
+    }
+
+    assert_eq!(
+        dev.send("DELETE", &format!("/links/{slug}"), &[], None)
+            .status,
+        204
+    );
+    assert_eq!(dev.get(&format!("/{slug}")).status, 404);
+    assert_eq!(dev.get("/unknown").status, 404);
+}
+
+/// A plain HTTP server on a free port that answers every request with 200
+/// and counts them.
+fn upstream() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    (port, served)
+}
+
+fn uptime(extra: &str) -> Dev {
+    let component = example_component("uptime");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "name = \"uptime\"\ncomponent = {:?}\n{extra}",
+        component.to_str().unwrap()
+    );
+    std::fs::write(dir.path().join("verge.toml"), manifest).unwrap();
+    Dev::start(dir, &[])
+}
+
+fn check(dev: &Dev, urls: &[String]) -> Vec<Value> {
+    let reply = post_json(dev, "/check", &json!({ "urls": urls }));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    body(&reply)["results"].as_array().unwrap().clone()
+}
+
+#[test]
+fn fetch_reaches_allowed_hosts_only_and_the_51st_subrequest_is_refused() {
+    let (port, served) = upstream();
+    let dev = uptime("[outbound]\nallow = [\"127.0.0.1:*\"]\n");
+
+    let urls: Vec<String> = (0..51)
+        .map(|n| format!("http://127.0.0.1:{port}/{n}"))
+        .collect();
+    let results = check(&dev, &urls);
+    assert_eq!(results.len(), 51);
+    for result in &results[..50] {
+        assert_eq!(result["status"], 200, "{result}");
+    }
+    let refused = results[50]["error"].as_str().expect("the 51st fails");
+    assert!(
+        refused.contains("subrequest limit reached: 50"),
+        "{refused}"
+    );
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        50,
+        "the 51st never left the node"
+    );
+
+    // The budget is per request: the next request has its own.
+    let results = check(&dev, &urls[..2]);
+    assert_eq!(results[1]["status"], 200);
+
+    // A host not on the list is refused before any connection, with a fix.
+    let before = served.load(Ordering::SeqCst);
+    let results = check(
+        &dev,
+        &[
+            format!("http://localhost:{port}/"),
+            "https://example.com/".into(),
+        ],
+    );
+    for result in &results {
+        let error = result["error"].as_str().expect("denied");
+        assert!(
+            error.contains("denied") && error.contains("[outbound]"),
+            "{error}"
+        );
+    }
+    assert_eq!(served.load(Ordering::SeqCst), before);
+    let entry = dev.log_entry("POST /check 200");
+    assert!(!entry.is_empty());
+    let log = dev.stdout().join("\n");
+    assert!(
+        log.contains(&format!(
+            "outbound request to http://localhost:{port}/ denied"
+        )) && log.contains("add it to `allow` under [outbound] in verge.toml"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_subrequest_budget_follows_the_manifest() {
+    let (port, served) = upstream();
+    let dev = uptime("[outbound]\nallow = [\"127.0.0.1:*\"]\n[limits]\nsubrequests = 3\n");
+    let urls: Vec<String> = (0..4)
+        .map(|n| format!("http://127.0.0.1:{port}/{n}"))
+        .collect();
+    let results = check(&dev, &urls);
+    assert_eq!(results[2]["status"], 200);
+    assert!(
+        results[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit reached: 3")
+    );
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+
+    // No [outbound] at all: nothing may leave.
+    let closed = uptime("");
+    let results = check(&closed, &urls[..1]);
+    assert!(results[0]["error"].as_str().unwrap().contains("denied"));
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+}
