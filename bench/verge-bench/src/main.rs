@@ -12,8 +12,13 @@
 //!   with rusqlite (same pragmas), printing percentiles in nanoseconds.
 //! - `verge-bench kv-store DIR`: puts per second into the SQLite store from
 //!   64 concurrent writers, without HTTP or guests.
+//! - `verge-bench todo-serve COMPONENT ADDR DIR`: serves examples/todo-api's
+//!   component with `TODOS` bound on a SQLite store in DIR.
+//! - `verge-bench todo-twin ADDR DIR [N]`: the native twin of its
+//!   `GET /todos/:id` (axum + rusqlite), N todos seeded.
 
 mod kv;
+mod todo;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,6 +65,11 @@ async fn main() -> anyhow::Result<()> {
     if command == "kv-native" {
         return kv::native(std::path::Path::new(component));
     }
+    if command == "todo-twin" {
+        let dir = args.get(2).context("todo-twin needs ADDR DIR")?;
+        let count = args.get(3).map(|n| n.parse()).transpose()?.unwrap_or(100);
+        return todo::twin(component, std::path::Path::new(dir), count).await;
+    }
     if command == "kv-store" {
         return kv::store_throughput(std::path::Path::new(component)).await;
     }
@@ -89,6 +99,12 @@ async fn main() -> anyhow::Result<()> {
             config.ceilings.cpu = spec.limits.cpu;
             config.ceilings.wall = spec.limits.wall;
             serve_until_ctrl_c(&Runtime::new(config)?, spec, addr).await?;
+        }
+        "todo-serve" => {
+            let addr = args.get(2).context("todo-serve needs ADDR")?;
+            let dir = std::path::PathBuf::from(args.get(3).context("todo-serve needs DIR")?);
+            spec.kv = todo::bindings(&dir).await?;
+            serve_until_ctrl_c(&runtime, spec, addr).await?;
         }
         "instantiate" => {
             let n: u32 = args

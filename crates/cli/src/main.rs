@@ -25,6 +25,8 @@ enum Command {
     Dev(commands::dev::DevArgs),
     /// Manage the local KV store: namespaces, keys, bulk writes.
     Kv(commands::kv::KvArgs),
+    /// Create a worker project from a template.
+    New(commands::new::NewArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run(args),
         Command::Dev(args) => commands::dev::run(args),
         Command::Kv(args) => commands::kv::run(args),
+        Command::New(args) => commands::new::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

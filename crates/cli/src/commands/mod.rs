@@ -1,3 +1,4 @@
 pub mod build;
 pub mod dev;
 pub mod kv;
+pub mod new;

@@ -1,0 +1,120 @@
+//! `verge new` for each template, then `verge build` and a request to
+//! `verge dev` on what it wrote.
+
+mod common;
+
+use common::{Dev, examples_target, verge};
+
+/// Creates a project with `template` in a fresh directory and builds it.
+fn create_and_build(name: &str, template: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join(name);
+    let output = verge()
+        .args(["new", name, "--template", template, "--dir"])
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("Created {name} from the {template} template")),
+        "{stdout}"
+    );
+    for file in [
+        "Cargo.toml",
+        "verge.toml",
+        "README.md",
+        ".gitignore",
+        "src/lib.rs",
+    ] {
+        assert!(project.join(file).exists(), "{file} missing");
+    }
+    let manifest = std::fs::read_to_string(project.join("verge.toml")).unwrap();
+    assert!(
+        manifest.contains(&format!("name = \"{name}\"")),
+        "{manifest}"
+    );
+
+    let output = verge()
+        .arg("build")
+        .arg(&project)
+        .env("CARGO_TARGET_DIR", examples_target())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let artifact = format!("{}.wasm (", name.replace('-', "_"));
+    assert!(
+        stdout.starts_with("Ready ") && stdout.contains(&artifact),
+        "{stdout}"
+    );
+    dir
+}
+
+#[test]
+fn the_hello_template_builds_and_answers() {
+    common::build_examples();
+    let dir = create_and_build("my-hello", "hello");
+    let project = dir.path().join("my-hello");
+    let dev = Dev::spawn(&project, dir, &[]);
+    let reply = dev.get("/hello?name=Ada%20L");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "Hello from Verge, Ada L!\n");
+}
+
+#[test]
+fn the_rest_api_template_builds_and_answers() {
+    common::build_examples();
+    let dir = create_and_build("my-api", "rest-api");
+    let project = dir.path().join("my-api");
+    let dev = Dev::spawn(&project, dir, &[]);
+    let reply = dev.send("POST", "/todos", &[], Some(r#"{"title": "ship it"}"#));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(reply.header("location"), Some("/todos/1"));
+    let listed = dev.get("/todos");
+    assert!(listed.text().contains("ship it"), "{}", listed.text());
+    // Its local state stays in the project, as .gitignore expects.
+    assert!(project.join(".verge/kv.db").exists());
+}
+
+#[test]
+fn bad_names_and_occupied_directories_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = verge()
+        .args(["new", "My_Worker", "--dir"])
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid worker name \"My_Worker\""),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("x").exists());
+
+    std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
+    let output = verge()
+        .args(["new", "worker", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("already exists and is not empty"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
+        "mine"
+    );
+}
