@@ -269,9 +269,80 @@ fn no_redirects() -> ureq::Agent {
         .into()
 }
 
+/// Serves example `name`'s built component from a temporary project with
+/// `manifest` (the example's own when `None`) and a `.dev.vars` file.
+fn prebuilt(name: &str, manifest: Option<&str>, dev_vars: &str) -> Dev {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = match manifest {
+        Some(text) => text.to_string(),
+        None => {
+            std::fs::read_to_string(common::examples_dir().join(name).join("verge.toml")).unwrap()
+        }
+    };
+    let component = example_component(name);
+    std::fs::write(
+        dir.path().join("verge.toml"),
+        format!("component = {:?}\n{manifest}", component.to_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".dev.vars"), dev_vars).unwrap();
+    Dev::start(dir, &[])
+}
+
+#[test]
+fn a_missing_binding_or_secret_names_what_to_add() {
+    let dev = prebuilt("todo-api", Some("name = \"todo-api\"\n"), "");
+    let reply = dev.get("/todos");
+    assert_eq!(reply.status, 500);
+    let detail = body(&reply)["error"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("no KV namespace is bound as `TODOS`")
+            && detail.contains("[[kv_namespaces]] binding = \"TODOS\""),
+        "{detail}"
+    );
+
+    let dev = prebuilt("shortener", None, "# no secrets yet\n");
+    let reply = dev.send(
+        "DELETE",
+        "/links/abc",
+        &[("authorization", "Bearer x")],
+        None,
+    );
+    assert_eq!(reply.status, 500);
+    let detail = body(&reply)["error"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("secret `ADMIN_TOKEN` is not set"),
+        "{detail}"
+    );
+    assert!(detail.contains(".dev.vars"), "{detail}");
+
+    // A malformed .dev.vars stops verge dev with the line to fix.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("verge.toml"),
+        format!(
+            "name = \"x\"\ncomponent = {:?}\n",
+            example_component("hello").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".dev.vars"), "A=1\nnot a secret\n").unwrap();
+    let stderr = common::dev_error(dir.path());
+    assert!(
+        stderr.contains(".dev.vars:2: `not a secret` has no `=`"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn shortener_redirects_counts_hits_and_expires_links() {
-    let dev = Dev::example("shortener", &[]);
+    let dev = prebuilt("shortener", None, "ADMIN_TOKEN=\"s3cret-token\"\n");
     let created = post_json(
         &dev,
         "/links",
@@ -318,8 +389,6 @@ fn shortener_redirects_counts_hits_and_expires_links() {
     // The link's KV entry carries the expiration, so the store forgets it.
     let output = verge()
         .args(["kv", "--dir"])
-        .arg(common::examples_dir().join("shortener"))
-        .arg("--data-dir")
         .arg(dev.dir.path())
         .args([
             "key",
@@ -362,11 +431,21 @@ fn shortener_redirects_counts_hits_and_expires_links() {
         assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
     }
 
-    assert_eq!(
-        dev.send("DELETE", &format!("/links/{slug}"), &[], None)
-            .status,
-        204
+    // Deleting takes the admin token, a secret from .dev.vars.
+    let path = format!("/links/{slug}");
+    for wrong in [&[][..], &[("authorization", "Bearer s3cret-tokeN")][..]] {
+        let reply = dev.send("DELETE", &path, wrong, None);
+        assert_eq!(reply.status, 401);
+        assert_eq!(error_code(&reply), "unauthorized");
+    }
+    assert_eq!(dev.get(&path).status, 200);
+    let deleted = dev.send(
+        "DELETE",
+        &path,
+        &[("authorization", "Bearer s3cret-token")],
+        None,
     );
+    assert_eq!(deleted.status, 204);
     assert_eq!(dev.get(&format!("/{slug}")).status, 404);
     assert_eq!(dev.get("/unknown").status, 404);
 }
@@ -396,6 +475,10 @@ fn upstream() -> (u16, Arc<AtomicUsize>) {
                 let _ = stream.write_all(
                     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
                 );
+                // Close gracefully: closing with unread bytes would reset
+                // the connection under the client's feet.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
             });
         }
     });

@@ -61,7 +61,15 @@ impl From<FetchError> for Error {
 /// let response = verge_sdk::fetch(request).await?;
 /// # Ok(()) }
 /// ```
-pub async fn fetch(request: http::Request<Bytes>) -> Result<Response, FetchError> {
+pub async fn fetch(mut request: http::Request<Bytes>) -> Result<Response, FetchError> {
+    // A declared length lets the node frame the body plainly instead of
+    // chunking it (which some servers refuse on a GET).
+    if !request.headers().contains_key(http::header::CONTENT_LENGTH) {
+        let length = http::HeaderValue::from(request.body().len());
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, length);
+    }
     let host = request
         .uri()
         .authority()

@@ -5,7 +5,9 @@
 //!   (KV expiration does the forgetting); a taken slug is a 409.
 //! - `GET /:slug` → 302 to the URL, counting the hit with an atomic
 //!   increment; an unknown or expired slug is a 404.
-//! - `GET /links/:slug` → the link and its hits; `DELETE /links/:slug` → 204.
+//! - `GET /links/:slug` → the link and its hits.
+//! - `DELETE /links/:slug` with `Authorization: Bearer <ADMIN_TOKEN>` → 204;
+//!   `ADMIN_TOKEN` is a secret (`.dev.vars` under `verge dev`).
 
 use serde::{Deserialize, Serialize};
 use verge_sdk::http::header::LOCATION;
@@ -198,7 +200,35 @@ async fn show(_req: Request, params: Params, env: Env) -> Result<Response, Error
     )
 }
 
-async fn remove(_req: Request, params: Params, env: Env) -> Result<Response, Error> {
+/// 401 unless the request carries the admin token. The comparison takes
+/// the same time wherever the first difference is.
+fn authorize(req: &Request, env: &Env) -> Result<(), Error> {
+    let token = env.secret("ADMIN_TOKEN")?;
+    let sent = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let same = sent.len() == token.len()
+        && sent
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(Error::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <admin token>`",
+        ))
+    }
+}
+
+async fn remove(req: Request, params: Params, env: Env) -> Result<Response, Error> {
+    authorize(&req, &env)?;
     let slug = params.get("slug").unwrap_or_default();
     let kv = links(&env)?;
     if !kv.delete(format!("link:{slug}"))? {
