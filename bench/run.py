@@ -66,9 +66,10 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url, duration, connections):
+def wrk(url, duration, connections, script=None):
+    extra = ["-s", script] if script else []
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
         check=True, capture_output=True, text=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

@@ -19,14 +19,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a worker project from a template.
+    New(commands::new::NewArgs),
     /// Build a worker's component and check that it can run on Verge.
     Build(commands::build::BuildArgs),
     /// Build a worker and serve it locally, with a request log and timings.
     Dev(commands::dev::DevArgs),
     /// Manage the local KV store: namespaces, keys, bulk writes.
     Kv(commands::kv::KvArgs),
-    /// Create a worker project from a template.
-    New(commands::new::NewArgs),
 }
 
 fn main() -> ExitCode {

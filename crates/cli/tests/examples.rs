@@ -53,6 +53,12 @@ fn todo_api_crud_with_etags_and_errors() {
     assert_eq!(shown.status, 200);
     assert_eq!(shown.header("etag"), Some(etag1.as_str()));
     assert_eq!(body(&shown), todo);
+    let length = shown.body.as_ref().unwrap().len().to_string();
+    assert_eq!(shown.header("content-length"), Some(length.as_str()));
+    let head = dev.send("HEAD", "/todos/1", &[], None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("etag"), Some(etag1.as_str()));
+    assert_eq!(head.body.as_ref().unwrap().len(), 0);
     let cached = dev.send("GET", "/todos/1", &[("if-none-match", &etag1)], None);
     assert_eq!(cached.status, 304);
 

@@ -43,9 +43,11 @@ where
     Fut::Output: IntoResponse,
 {
     wstd::runtime::block_on(async move {
+        let mut head = false;
         let response = match read(request).await {
             Ok(request) => {
                 context::begin(&request);
+                head = request.method() == http::Method::HEAD;
                 handler(request, Env::new()).await.into_response()
             }
             Err(e) => e.into_response(),
@@ -55,6 +57,14 @@ where
             parts.headers.remove(name);
         }
         parts.headers.remove("keep-alive");
+        // The body is whole: declare its length rather than chunk it. A
+        // HEAD response has no body but describes the GET's, so it is left
+        // as the handler made it.
+        if !head && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        }
         let response = http::Response::from_parts(parts, wstd::http::Body::from(body));
         // A client that went away mid-body is not the worker's failure.
         let _ = wstd::http::server::Responder::new(out)
