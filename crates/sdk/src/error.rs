@@ -173,6 +173,20 @@ mod tests {
     }
 
     #[test]
+    fn error_bodies_name_the_request_id_the_node_gave() {
+        let request = http::Request::get("/")
+            .header("x-request-id", "abc123")
+            .body(Bytes::new())
+            .unwrap();
+        context::begin(&request);
+        let response = Error::internal("boom").into_response();
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["request_id"], "abc123");
+        assert_eq!(body["error"]["message"], "internal error");
+        assert!(body["error"].get("detail").is_none());
+    }
+
+    #[test]
     fn internal_errors_hide_their_detail() {
         let response = Error::internal("database password is hunter2").into_response();
         assert_eq!(response.status(), 500);

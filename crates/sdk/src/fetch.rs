@@ -98,3 +98,41 @@ fn classify(error: wstd::http::Error, host: &str) -> FetchError {
         None => FetchError::Failed(format!("{error:#}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_fix_and_upstream_failures_are_502() {
+        let denied = FetchError::Denied {
+            host: "api.example.com".into(),
+        };
+        assert!(
+            denied
+                .to_string()
+                .contains(r#"add "api.example.com" to `allow` under [outbound]"#)
+        );
+        assert_eq!(Error::from(denied).status(), 500);
+        assert_eq!(
+            Error::from(FetchError::Failed("refused".into())).status(),
+            502
+        );
+        let budget = classify(
+            ErrorCode::InternalError(Some(
+                "subrequest limit reached: 50 outbound requests per request".into(),
+            ))
+            .into(),
+            "x",
+        );
+        assert!(matches!(budget, FetchError::LimitReached(_)));
+        assert!(matches!(
+            classify(ErrorCode::HttpRequestDenied.into(), "h"),
+            FetchError::Denied { .. }
+        ));
+        assert!(matches!(
+            classify(ErrorCode::ConnectionRefused.into(), "h"),
+            FetchError::Failed(_)
+        ));
+    }
+}

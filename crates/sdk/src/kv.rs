@@ -440,3 +440,74 @@ impl Iterator for Keys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(value: &str, metadata: Option<&str>) -> Entry {
+        Entry {
+            value: value.as_bytes().to_vec(),
+            metadata: metadata.map(String::from),
+            expiration: None,
+            generation: 7,
+        }
+    }
+
+    #[test]
+    fn entries_decode_as_text_json_and_metadata() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Meta {
+            owner: String,
+        }
+        let e = entry(r#"{"n":1}"#, Some(r#"{"owner":"ada"}"#));
+        assert_eq!(e.text(), Ok(r#"{"n":1}"#));
+        assert_eq!(e.json::<serde_json::Value>().unwrap()["n"], 1);
+        assert_eq!(
+            e.metadata::<Meta>(),
+            Ok(Some(Meta {
+                owner: "ada".into()
+            }))
+        );
+        assert_eq!(entry("x", None).metadata::<Meta>(), Ok(None));
+        assert!(matches!(
+            entry("not json", None).json::<u32>(),
+            Err(KvError::Decode(_))
+        ));
+        let binary = Entry {
+            value: vec![0xff, 0xfe],
+            ..entry("", None)
+        };
+        assert!(matches!(binary.text(), Err(KvError::Decode(_))));
+    }
+
+    #[test]
+    fn kv_errors_become_fitting_responses() {
+        let status = |e: KvError| Error::from(e).status().as_u16();
+        assert_eq!(status(KvError::ConditionFailed), 412);
+        assert_eq!(status(KvError::Unavailable("down".into())), 503);
+        assert_eq!(status(KvError::NotBound("TODOS".into())), 500);
+        assert_eq!(status(KvError::ValueTooLarge(1 << 30)), 500);
+        // The store's reason stays out of the client's message.
+        let error = Error::from(KvError::Unavailable("pg at 10.0.0.5 refused".into()));
+        assert!(!error.message().contains("10.0.0.5"));
+        assert!(error.detail().unwrap().contains("10.0.0.5"));
+    }
+
+    #[test]
+    fn wit_errors_say_what_is_wrong() {
+        let text = |e: wit::Error| KvError::from(e).to_string();
+        assert_eq!(
+            text(wit::Error::KeyTooLong(600)),
+            "invalid key: 600 bytes, over the 512-byte limit"
+        );
+        assert!(
+            text(wit::Error::NamespaceNotBound("TODOS".into()))
+                .contains("[[kv_namespaces]] binding = \"TODOS\"")
+        );
+        assert_eq!(
+            text(wit::Error::ConditionFailed),
+            "the entry changed (condition failed)"
+        );
+    }
+}
