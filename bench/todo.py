@@ -5,6 +5,8 @@ In one session:
   - examples/todo-api served by `verge-bench todo-serve` (the Verge runtime,
     a fresh instance per request, `TODOS` on a SQLite KV store, no request
     log), seeded with 100 todos through `POST /todos`;
+  - the same with instance reuse (`instance_reuse = 1000`), on the same
+    store;
   - `verge-bench todo-twin`: the same endpoint in axum + rusqlite, the same
     JSON and ETag from a table of 100 rows, one read connection per thread:
     the ceiling.
@@ -31,6 +33,7 @@ from run import ROOT, run, wait_ready, wrk
 BENCH = os.path.join(ROOT, "target/release/verge-bench")
 TODO_API = os.path.join(ROOT, "target/examples/wasm32-wasip2/release/todo_api.wasm")
 VERGE = "http://127.0.0.1:18801"
+REUSE = "http://127.0.0.1:18803"
 TWIN = "http://127.0.0.1:18802"
 TODOS = 100
 
@@ -62,7 +65,7 @@ def main():
     run(["cargo", "build", "--target", "wasm32-wasip2", "--release",
          "--manifest-path", "examples/Cargo.toml", "--target-dir", "target/examples"])
 
-    results = {"verge": [], "twin": []}
+    results = {"verge": [], "reuse": [], "twin": []}
     with tempfile.TemporaryDirectory() as store, tempfile.TemporaryDirectory() as twin_dir, \
             tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(SCRIPT)
@@ -76,8 +79,12 @@ def main():
         try:
             wait_ready(VERGE + "/todos", servers["verge"])
             seed(VERGE)
+            # The reuse server opens the same store once it is seeded.
+            servers["reuse"] = subprocess.Popen([BENCH, "todo-serve", TODO_API, REUSE[7:], store, "1000"],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_ready(REUSE + "/todos/1", servers["reuse"])
             wait_ready(TWIN + "/todos/1", servers["twin"])
-            urls = {"verge": VERGE, "twin": TWIN}
+            urls = {"verge": VERGE, "reuse": REUSE, "twin": TWIN}
             for name, url in urls.items():
                 wrk(url + "/todos/1", 2, args.connections, script.name)  # warm up
             for _ in range(args.rounds):
@@ -93,8 +100,9 @@ def main():
     print(f"\nGET /todos/:id (random of {TODOS}), wrk -t1 -c{args.connections} -d{args.duration}s, "
           f"median of {args.rounds} interleaved rounds")
     print(f"{'server':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs twin':>8}")
-    labels = {"verge": "Verge, examples/todo-api", "twin": "native twin (axum + rusqlite)"}
-    for name in ("twin", "verge"):
+    labels = {"verge": "Verge, examples/todo-api", "reuse": "Verge, instance reuse",
+              "twin": "native twin (axum + rusqlite)"}
+    for name in ("twin", "verge", "reuse"):
         rps, p50, p99 = med[name]
         print(f"{labels[name]:<36} {rps:>9.0f} {p50:>8.3f} {p99:>8.3f} {rps / med['twin'][0]:>7.2f}x")
 

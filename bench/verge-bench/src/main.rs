@@ -12,8 +12,9 @@
 //!   with rusqlite (same pragmas), printing percentiles in nanoseconds.
 //! - `verge-bench kv-store DIR`: puts per second into the SQLite store from
 //!   64 concurrent writers, without HTTP or guests.
-//! - `verge-bench todo-serve COMPONENT ADDR DIR`: serves examples/todo-api's
-//!   component with `TODOS` bound on a SQLite store in DIR.
+//! - `verge-bench todo-serve COMPONENT ADDR DIR [REUSE]`: serves
+//!   examples/todo-api's component with `TODOS` bound on a SQLite store in
+//!   DIR; REUSE > 1 turns on instance reuse.
 //! - `verge-bench todo-twin ADDR DIR [N]`: the native twin of its
 //!   `GET /todos/:id` (axum + rusqlite), N todos seeded.
 
@@ -104,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
             let addr = args.get(2).context("todo-serve needs ADDR")?;
             let dir = std::path::PathBuf::from(args.get(3).context("todo-serve needs DIR")?);
             spec.kv = todo::bindings(&dir).await?;
+            spec.instance_reuse = args.get(4).map(|r| r.parse()).transpose()?.unwrap_or(1);
             serve_until_ctrl_c(&runtime, spec, addr).await?;
         }
         "instantiate" => {

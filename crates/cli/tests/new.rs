@@ -5,8 +5,9 @@ mod common;
 
 use common::{Dev, examples_target, verge};
 
-/// Creates a project with `template` in a fresh directory and builds it.
-fn create_and_build(name: &str, template: &str) -> tempfile::TempDir {
+/// Creates a project with `template` in a fresh directory and builds it;
+/// `uses` is what `verge build` says the component imports from Verge.
+fn create_and_build(name: &str, template: &str, uses: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join(name);
     let output = verge()
@@ -62,7 +63,11 @@ fn create_and_build(name: &str, template: &str) -> tempfile::TempDir {
 #[test]
 fn the_hello_template_builds_and_answers() {
     common::build_examples();
-    let dir = create_and_build("my-hello", "hello");
+    let dir = create_and_build(
+        "my-hello",
+        "hello",
+        "a plain WASI HTTP component: it also runs on other wasi:http/proxy hosts",
+    );
     let project = dir.path().join("my-hello");
     let dev = Dev::spawn(&project, dir, &[]);
     let reply = dev.get("/hello?name=Ada%20L");
@@ -73,7 +78,7 @@ fn the_hello_template_builds_and_answers() {
 #[test]
 fn the_rest_api_template_builds_and_answers() {
     common::build_examples();
-    let dir = create_and_build("my-api", "rest-api");
+    let dir = create_and_build("my-api", "rest-api", "uses Verge's verge:kv/store@0.1.0");
     let project = dir.path().join("my-api");
     let dev = Dev::spawn(&project, dir, &[]);
     let reply = dev.send("POST", "/todos", &[], Some(r#"{"title": "ship it"}"#));

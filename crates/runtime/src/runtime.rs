@@ -134,13 +134,18 @@ impl Runtime {
         let (component, source) =
             self.cache
                 .load_or_compile(&self.engine, &hash, &spec.component)?;
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        Ok((Worker::new(self.clone(), spec, hash, pre), source))
+        Ok((Worker::new(self.clone(), spec, hash, imports, pre), source))
     }
 }
 

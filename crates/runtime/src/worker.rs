@@ -59,6 +59,7 @@ pub struct Worker {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) name: Arc<str>,
     pub(crate) hash: String,
+    imports: Vec<String>,
     pub(crate) limits: Limits,
     pub(crate) vars: Vec<(String, String)>,
     pub(crate) instance_reuse: u32,
@@ -74,12 +75,14 @@ impl Worker {
         runtime: Arc<Runtime>,
         spec: WorkerSpec,
         hash: String,
+        imports: Vec<String>,
         pre: ProxyPre<InstanceState>,
     ) -> Worker {
         Worker {
             runtime,
             name: spec.name.into(),
             hash,
+            imports,
             limits: spec.limits,
             vars: {
                 let mut vars = spec.vars;
@@ -104,6 +107,12 @@ impl Worker {
     }
 
     /// The SHA-256 of the component: the version's content address.
+    /// The interfaces the component imports (`wasi:http/types@0.2.3`,
+    /// `verge:kv/store@0.1.0` ...), as named in the component.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
     pub fn hash(&self) -> &str {
         &self.hash
     }

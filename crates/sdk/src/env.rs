@@ -1,6 +1,7 @@
 //! What a worker is given besides the request: its KV bindings, variables
 //! and secrets, all declared outside the code.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -10,10 +11,21 @@ use crate::kv::Kv;
 
 /// The worker's bindings. Cheap to clone; pass it to route handlers as the
 /// router's state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Env {
-    /// Namespaces opened during this request, by binding.
-    opened: Rc<RefCell<HashMap<String, Kv>>>,
+    /// Namespaces opened during this request, by binding. Type-erased so
+    /// that a worker that never calls [`Env::kv`] links no KV code at all
+    /// (not even the handle's destructor): its component then imports
+    /// nothing beyond `wasi:http/proxy` and runs on any WASI HTTP host.
+    opened: Rc<RefCell<HashMap<String, Box<dyn Any>>>>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("opened", &self.opened.borrow().keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Env {
@@ -26,13 +38,18 @@ impl Env {
     /// The KV namespace bound as `binding` (`[[kv_namespaces]]` in
     /// `verge.toml`). An unbound name is an error that says what to add.
     pub fn kv(&self, binding: &str) -> Result<Kv, Error> {
-        if let Some(kv) = self.opened.borrow().get(binding) {
+        if let Some(kv) = self
+            .opened
+            .borrow()
+            .get(binding)
+            .and_then(|kv| kv.downcast_ref::<Kv>())
+        {
             return Ok(kv.clone());
         }
         let kv = Kv::open(binding)?;
         self.opened
             .borrow_mut()
-            .insert(binding.to_string(), kv.clone());
+            .insert(binding.to_string(), Box::new(kv.clone()));
         Ok(kv)
     }
 

@@ -27,6 +27,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.dir)?;
     let built = build(&manifest, false)?;
     let size = built.bytes.len() as u64;
+    let mut verge_interfaces = None;
     if !args.no_check {
         // Compiling and linking against Verge's interfaces names any import
         // Verge does not provide, before a deploy would.
@@ -37,9 +38,17 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             sink: Arc::new(verge_runtime::TracingSink),
             ..RuntimeConfig::default()
         })?;
-        runtime
+        let (worker, _) = runtime
             .load(WorkerSpec::new(manifest.name.clone(), built.bytes))
             .with_context(|| format!("{} cannot run on Verge", built.path.display()))?;
+        verge_interfaces = Some(
+            worker
+                .imports()
+                .iter()
+                .filter(|name| !name.starts_with("wasi:"))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
     }
     let style = Style::stdout();
     println!(
@@ -48,5 +57,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         built.path.display(),
         human_size(size)
     );
+    match verge_interfaces.as_deref() {
+        Some([]) => {
+            println!("  a plain WASI HTTP component: it also runs on other wasi:http/proxy hosts")
+        }
+        Some(names) => println!("  uses Verge's {}", names.join(", ")),
+        None => {}
+    }
     Ok(())
 }
