@@ -12,7 +12,9 @@ In one session:
     the ceiling.
 Both get wrk with a script that asks for a random id among the 100,
 interleaved over several rounds; medians of req/s, p50 and p99 are printed
-with the ratio Verge / twin.
+with the ratio Verge / twin, and each server's CPU time per request (from
+/proc/PID/task/*/schedstat around the run), which CPU steal on a shared
+machine distorts less than throughput.
 
 Usage: python3 bench/todo.py [--duration 10] [--rounds 3] [--connections 16]
 Needs wrk (apt-get install wrk).
@@ -28,7 +30,7 @@ import subprocess
 import tempfile
 import urllib.request
 
-from run import ROOT, run, wait_ready, wrk
+from run import ROOT, process_cpu_seconds, run, wait_ready, wrk
 
 BENCH = os.path.join(ROOT, "target/release/verge-bench")
 TODO_API = os.path.join(ROOT, "target/examples/wasm32-wasip2/release/todo_api.wasm")
@@ -89,22 +91,26 @@ def main():
                 wrk(url + "/todos/1", 2, args.connections, script.name)  # warm up
             for _ in range(args.rounds):
                 for name, url in urls.items():
-                    results[name].append(wrk(url + "/", args.duration, args.connections, script.name))
+                    before = process_cpu_seconds(servers[name].pid)
+                    rps, p50, p99, total = wrk(url + "/", args.duration, args.connections, script.name)
+                    cpu_us = (process_cpu_seconds(servers[name].pid) - before) * 1e6 / total
+                    results[name].append((rps, p50, p99, cpu_us))
         finally:
             for proc in servers.values():
                 proc.send_signal(signal.SIGINT)
                 proc.wait(timeout=10)
 
-    med = {name: tuple(statistics.median(r[i] for r in runs) for i in range(3))
+    med = {name: tuple(statistics.median(r[i] for r in runs) for i in range(4))
            for name, runs in results.items()}
     print(f"\nGET /todos/:id (random of {TODOS}), wrk -t1 -c{args.connections} -d{args.duration}s, "
           f"median of {args.rounds} interleaved rounds")
-    print(f"{'server':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs twin':>8}")
+    print(f"{'server':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs twin':>8} {'CPU us/req':>11} {'twin/this':>10}")
     labels = {"verge": "Verge, examples/todo-api", "reuse": "Verge, instance reuse",
               "twin": "native twin (axum + rusqlite)"}
     for name in ("twin", "verge", "reuse"):
-        rps, p50, p99 = med[name]
-        print(f"{labels[name]:<36} {rps:>9.0f} {p50:>8.3f} {p99:>8.3f} {rps / med['twin'][0]:>7.2f}x")
+        rps, p50, p99, cpu = med[name]
+        print(f"{labels[name]:<36} {rps:>9.0f} {p50:>8.3f} {p99:>8.3f} {rps / med['twin'][0]:>7.2f}x"
+              f" {cpu:>11.1f} {med['twin'][3] / cpu:>9.2f}x")
 
 
 if __name__ == "__main__":
