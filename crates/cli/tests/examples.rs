@@ -145,6 +145,7 @@ fn todo_api_crud_with_etags_and_errors() {
     assert_eq!(dev.send("DELETE", "/todos/1", &[], None).status, 404);
 
     // The request log shows the KV calls and the guest's own log line.
+    dev.wait_line("INFO created todo 1");
     let entry = dev.log_entry("POST /todos 201");
     assert!(
         entry[0].contains("kv=2 ops/"),
@@ -255,14 +256,11 @@ fn a_handler_error_is_a_500_with_the_request_id_and_detail_only_when_opted_in() 
             assert!(error.get("detail").is_none(), "{}", reply.text());
             assert!(!reply.text().contains("decoded"), "{}", reply.text());
         }
-        // Either way the cause is in the request's log.
+        // Either way the cause is in the request's log, under the request.
+        let line = dev.wait_line("ERROR 500 internal");
+        assert!(line.contains("cannot be decoded"), "{line}");
         let entry = dev.log_entry("GET /todos/1 500");
-        assert!(
-            entry
-                .iter()
-                .any(|l| l.contains("ERROR 500 internal") && l.contains("cannot be decoded")),
-            "{entry:?}"
-        );
+        assert!(entry.iter().any(|l| *l == line), "{entry:?}");
     }
 }
 
@@ -555,15 +553,9 @@ fn fetch_reaches_allowed_hosts_only_and_the_51st_subrequest_is_refused() {
         );
     }
     assert_eq!(served.load(Ordering::SeqCst), before);
-    let wanted = format!("outbound request to http://localhost:{port}/ denied");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        if let Some(line) = dev.stdout().into_iter().find(|l| l.contains(&wanted)) {
-            break line;
-        }
-        assert!(std::time::Instant::now() < deadline, "{:#?}", dev.stdout());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let line = dev.wait_line(&format!(
+        "outbound request to http://localhost:{port}/ denied"
+    ));
     assert!(
         line.contains("add it to `allow` under [outbound] in verge.toml"),
         "{line}"

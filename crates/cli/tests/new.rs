@@ -57,6 +57,7 @@ fn create_and_build(name: &str, template: &str, uses: &str) -> tempfile::TempDir
         stdout.starts_with("Ready ") && stdout.contains(&artifact),
         "{stdout}"
     );
+    assert!(stdout.contains(uses), "{stdout}");
     dir
 }
 

@@ -239,6 +239,23 @@ impl Dev {
         }
     }
 
+    /// Waits for any stdout line containing `needle` (a guest's line under
+    /// its request, say) and returns it.
+    pub fn wait_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.stdout().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} in {:#?}",
+                self.stdout()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
