@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use verge_manifest::{HostPattern, Manifest};
+use verge_manifest::{ComponentSource, HostPattern, Manifest};
 use verge_runtime::guest_log::LogStream;
 use verge_runtime::server::{ServeOptions, SingleWorker, serve};
 use verge_runtime::{
@@ -17,6 +17,7 @@ use verge_runtime::{
 };
 
 use crate::build::{build, human_size};
+use crate::commands::watch;
 use crate::term::Style;
 
 const MIB: u64 = 1024 * 1024;
@@ -60,6 +61,10 @@ pub struct DevArgs {
     #[arg(long)]
     no_error_detail: bool,
 
+    /// Do not rebuild and reload the worker when its sources change.
+    #[arg(long)]
+    no_watch: bool,
+
     /// Highest CPU limit (ms) a manifest may ask for.
     #[arg(long, default_value_t = 50)]
     max_cpu_ms: u64,
@@ -91,7 +96,6 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         body: args.max_body_mib * MIB,
         subrequests: args.max_subrequests,
     };
-    let limits = manifest_limits(&manifest);
     let data_dir = args
         .data_dir
         .clone()
@@ -113,17 +117,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             ..RuntimeConfig::default()
         })?;
         let kv = open_kv(&manifest, &data_dir).await?;
-        let spec = WorkerSpec {
-            name: manifest.name.clone(),
-            component: built.bytes,
-            limits,
-            vars: guest_env(&manifest)?,
-            instance_reuse: manifest.limits.instance_reuse.unwrap_or(1),
-            // `verge dev` shows guest failure details in responses.
-            expose_errors: !args.no_error_detail,
-            kv,
-            outbound: allowed_hosts(&manifest),
-        };
+        let expose_errors = !args.no_error_detail;
+        let spec = worker_spec(&manifest, built.bytes, kv.clone(), expose_errors)?;
         let size = spec.component.len() as u64;
         let (worker, source) = runtime.load(spec).with_context(|| {
             format!(
@@ -169,13 +164,38 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
             ..Default::default()
         };
-        let drained = serve(
-            listener,
-            Arc::new(SingleWorker::new(worker)),
-            options,
-            shutdown_signal(),
-        )
-        .await;
+        let dispatch = Arc::new(SingleWorker::new(worker));
+        let watch_root = manifest
+            .dir
+            .canonicalize()
+            .unwrap_or_else(|_| manifest.dir.clone());
+        let watching = matches!(manifest.source, ComponentSource::Build { .. }) && !args.no_watch;
+        let _watcher = if watching {
+            let reloader = Reloader {
+                runtime: runtime.clone(),
+                dispatch: dispatch.clone(),
+                kv,
+                kv_namespaces: manifest.kv_namespaces.clone(),
+                dir: watch_root.clone(),
+                expose_errors,
+            };
+            match watch::spawn(watch_root, move |changed| {
+                reloader.reload(changed)
+            }) {
+                Ok(watcher) => Some(watcher),
+                Err(e) => {
+                    eprintln!(
+                        "{} cannot watch {} for changes: {e}",
+                        style.yellow("warning:"),
+                        manifest.dir.display()
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let drained = serve(listener, dispatch, options, shutdown_signal()).await;
         eprintln!(
             "{}",
             if drained {
@@ -211,6 +231,83 @@ async fn open_kv(manifest: &Manifest, data_dir: &std::path::Path) -> anyhow::Res
         );
     }
     Ok(Arc::new(bindings))
+}
+
+/// The spec of a worker version built from `manifest`.
+fn worker_spec(
+    manifest: &Manifest,
+    component: Vec<u8>,
+    kv: KvBindings,
+    expose_errors: bool,
+) -> anyhow::Result<WorkerSpec> {
+    Ok(WorkerSpec {
+        name: manifest.name.clone(),
+        component,
+        limits: manifest_limits(manifest),
+        vars: guest_env(manifest)?,
+        instance_reuse: manifest.limits.instance_reuse.unwrap_or(1),
+        // `verge dev` shows guest failure details in responses.
+        expose_errors,
+        kv,
+        outbound: allowed_hosts(manifest),
+    })
+}
+
+/// Rebuilds and swaps in the worker when its sources change.
+struct Reloader {
+    runtime: Arc<Runtime>,
+    dispatch: Arc<SingleWorker>,
+    /// The store's bindings stay those `verge dev` started with.
+    kv: KvBindings,
+    kv_namespaces: Vec<verge_manifest::KvBinding>,
+    dir: PathBuf,
+    expose_errors: bool,
+}
+
+impl Reloader {
+    fn reload(&self, changed: &std::path::Path) {
+        let style = Style::stderr();
+        let shown = changed.strip_prefix(&self.dir).unwrap_or(changed);
+        eprintln!("{} {} changed", style.bold("Reloading:"), shown.display());
+        let started = std::time::Instant::now();
+        match self.try_reload() {
+            Ok((name, size)) => eprintln!(
+                "{} {name} ({}) in {}: new requests use it",
+                style.green("Reloaded"),
+                human_size(size),
+                ms(started.elapsed())
+            ),
+            Err(e) => {
+                crate::term::print_error(&e);
+                eprintln!(
+                    "{} still serving the last good version; save again to retry",
+                    style.yellow("warning:")
+                );
+            }
+        }
+    }
+
+    fn try_reload(&self) -> anyhow::Result<(String, u64)> {
+        let manifest = Manifest::load(&self.dir)?;
+        if manifest.kv_namespaces != self.kv_namespaces {
+            eprintln!(
+                "{} [[kv_namespaces]] changed: restart verge dev to apply new bindings",
+                Style::stderr().yellow("warning:")
+            );
+        }
+        let built = build(&manifest, false)?;
+        let size = built.bytes.len() as u64;
+        let spec = worker_spec(&manifest, built.bytes, self.kv.clone(), self.expose_errors)?;
+        let (worker, _) = self.runtime.load(spec).with_context(|| {
+            format!(
+                "cannot load worker `{}` from {}",
+                manifest.name,
+                built.path.display()
+            )
+        })?;
+        self.dispatch.replace(worker);
+        Ok((manifest.name, size))
+    }
 }
 
 /// The file of local secrets beside `verge.toml`, as `NAME=value` lines.

@@ -256,6 +256,23 @@ impl Dev {
         }
     }
 
+    /// Waits for a stderr line containing `needle` (build and reload
+    /// messages go there) and returns it.
+    pub fn wait_line_err(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(line) = self.stderr().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stderr line with {needle:?} in {:#?}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
