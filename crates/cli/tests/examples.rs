@@ -206,25 +206,20 @@ fn todo_api_pages_through_kv_cursors() {
 /// Overwrites todo 1 with bytes that are not a todo, through the CLI on the
 /// same store, so that reading it fails inside the handler.
 fn corrupt_todo(dev: &Dev) {
-    let output = verge()
-        .args(["kv", "--dir"])
-        .arg(common::examples_dir().join("todo-api"))
-        .arg("--data-dir")
-        .arg(dev.dir.path())
-        .args([
-            "key",
-            "put",
-            "-n",
-            "todos",
-            "todo:000000000001",
-            "{not a todo",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    common::succeed(
+        verge()
+            .args(["kv", "--dir"])
+            .arg(common::examples_dir().join("todo-api"))
+            .arg("--data-dir")
+            .arg(dev.dir.path())
+            .args([
+                "key",
+                "put",
+                "-n",
+                "todos",
+                "todo:000000000001",
+                "{not a todo",
+            ]),
     );
 }
 
@@ -391,25 +386,15 @@ fn shortener_redirects_counts_hits_and_expires_links() {
     assert_eq!(body(&dev.get(&format!("/links/{slug}")))["hits"], 40);
 
     // The link's KV entry carries the expiration, so the store forgets it.
-    let output = verge()
-        .args(["kv", "--dir"])
-        .arg(dev.dir.path())
-        .args([
-            "key",
-            "get",
-            "-n",
-            "links",
-            &format!("link:{slug}"),
-            "--info",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let info = common::succeed(verge().args(["kv", "--dir"]).arg(dev.dir.path()).args([
+        "key",
+        "get",
+        "-n",
+        "links",
+        &format!("link:{slug}"),
+        "--info",
+    ]));
+    let info: Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["expiration"], expires_at);
 
     let custom = post_json(

@@ -10,17 +10,11 @@ use common::{Dev, examples_target, verge};
 fn create_and_build(name: &str, template: &str, uses: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join(name);
-    let output = verge()
-        .args(["new", name, "--template", template, "--dir"])
-        .arg(&project)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::succeed(
+        verge()
+            .args(["new", name, "--template", template, "--dir"])
+            .arg(&project),
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains(&format!("Created {name} from the {template} template")),
         "{stdout}"
@@ -40,18 +34,12 @@ fn create_and_build(name: &str, template: &str, uses: &str) -> tempfile::TempDir
         "{manifest}"
     );
 
-    let output = verge()
-        .arg("build")
-        .arg(&project)
-        .env("CARGO_TARGET_DIR", examples_target())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::succeed(
+        verge()
+            .arg("build")
+            .arg(&project)
+            .env("CARGO_TARGET_DIR", examples_target()),
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
     let artifact = format!("{}.wasm (", name.replace('-', "_"));
     assert!(
         stdout.starts_with("Ready ") && stdout.contains(&artifact),

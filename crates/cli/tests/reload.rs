@@ -30,26 +30,12 @@ fn an_edit_is_served_after_a_rebuild_and_a_broken_edit_is_not() {
     common::build_examples();
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("live");
-    let output = verge()
-        .args(["new", "live", "--dir"])
-        .arg(&project)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let built = verge()
-        .arg("build")
-        .arg(&project)
-        .env("CARGO_TARGET_DIR", common::examples_target())
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
+    common::succeed(verge().args(["new", "live", "--dir"]).arg(&project));
+    common::succeed(
+        verge()
+            .arg("build")
+            .arg(&project)
+            .env("CARGO_TARGET_DIR", common::examples_target()),
     );
 
     let source = project.join("src/lib.rs");

@@ -179,9 +179,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 dir: watch_root.clone(),
                 expose_errors,
             };
-            match watch::spawn(watch_root, move |changed| {
-                reloader.reload(changed)
-            }) {
+            match watch::spawn(watch_root, move |changed| reloader.reload(changed)) {
                 Ok(watcher) => Some(watcher),
                 Err(e) => {
                     eprintln!(

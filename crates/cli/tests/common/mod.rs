@@ -242,35 +242,13 @@ impl Dev {
     /// Waits for any stdout line containing `needle` (a guest's line under
     /// its request, say) and returns it.
     pub fn wait_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(line) = self.stdout().into_iter().find(|l| l.contains(needle)) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no line with {needle:?} in {:#?}",
-                self.stdout()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(&self.stdout, needle, Duration::from_secs(10))
     }
 
     /// Waits for a stderr line containing `needle` (build and reload
     /// messages go there) and returns it.
     pub fn wait_line_err(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Some(line) = self.stderr().into_iter().find(|l| l.contains(needle)) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no stderr line with {needle:?} in {:#?}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(&self.stderr, needle, Duration::from_secs(180))
     }
 
     pub fn pid(&self) -> u32 {
@@ -320,6 +298,33 @@ impl Drop for Dev {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits up to `timeout` for a line of `lines` containing `needle`.
+fn wait_for(lines: &Mutex<Vec<String>>, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = lines.lock().unwrap().clone();
+        if let Some(line) = now.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needle:?} in {now:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command`, expects success, and returns its stdout.
+pub fn succeed(command: &mut Command) -> String {
+    let output = command.output().expect("cannot run the command");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn lines_of(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
