@@ -269,8 +269,9 @@ fn no_redirects() -> ureq::Agent {
 }
 
 /// Serves example `name`'s built component from a temporary project with
-/// `manifest` (the example's own when `None`) and a `.dev.vars` file.
-fn prebuilt(name: &str, manifest: Option<&str>, dev_vars: &str) -> Dev {
+/// `manifest` (the example's own when `None`) and a `.dev.vars` file,
+/// `verge dev` taking `args`.
+fn prebuilt(name: &str, manifest: Option<&str>, dev_vars: &str, args: &[&str]) -> Dev {
     let dir = tempfile::tempdir().unwrap();
     let manifest = match manifest {
         Some(text) => text.to_string(),
@@ -285,12 +286,12 @@ fn prebuilt(name: &str, manifest: Option<&str>, dev_vars: &str) -> Dev {
     )
     .unwrap();
     std::fs::write(dir.path().join(".dev.vars"), dev_vars).unwrap();
-    Dev::start(dir, &[])
+    Dev::start(dir, args)
 }
 
 #[test]
 fn a_missing_binding_or_secret_names_what_to_add() {
-    let dev = prebuilt("todo-api", Some("name = \"todo-api\"\n"), "");
+    let dev = prebuilt("todo-api", Some("name = \"todo-api\"\n"), "", &[]);
     let reply = dev.get("/todos");
     assert_eq!(reply.status, 500);
     let detail = body(&reply)["error"]["detail"]
@@ -303,7 +304,7 @@ fn a_missing_binding_or_secret_names_what_to_add() {
         "{detail}"
     );
 
-    let dev = prebuilt("shortener", None, "# no secrets yet\n");
+    let dev = prebuilt("shortener", None, "# no secrets yet\n", &[]);
     let reply = dev.send(
         "DELETE",
         "/links/abc",
@@ -341,7 +342,7 @@ fn a_missing_binding_or_secret_names_what_to_add() {
 
 #[test]
 fn shortener_redirects_counts_hits_and_expires_links() {
-    let dev = prebuilt("shortener", None, "ADMIN_TOKEN=\"s3cret-token\"\n");
+    let dev = prebuilt("shortener", None, "ADMIN_TOKEN=\"s3cret-token\"\n", &[]);
     let created = post_json(
         &dev,
         "/links",
@@ -475,16 +476,17 @@ fn upstream() -> (u16, Arc<AtomicUsize>) {
 }
 
 fn uptime(extra: &str) -> Dev {
-    let component = example_component("uptime");
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = format!(
-        "name = \"uptime\"\ncomponent = {:?}\n{extra}",
-        component.to_str().unwrap()
-    );
-    std::fs::write(dir.path().join("verge.toml"), manifest).unwrap();
     // Fifty fetches cost the guest ~30 ms of CPU on an idle machine; these
     // tests are about the subrequest budget, so CPU gets room to spare.
-    Dev::start(dir, &["--max-cpu-ms", "1000"])
+    let manifest = format!("name = \"uptime\"\n{extra}");
+    prebuilt("uptime", Some(&manifest), "", &["--max-cpu-ms", "1000"])
+}
+
+/// `count` distinct URLs on the test upstream.
+fn upstream_urls(port: u16, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|n| format!("http://127.0.0.1:{port}/{n}"))
+        .collect()
 }
 
 fn check(dev: &Dev, urls: &[String]) -> Vec<Value> {
@@ -498,9 +500,7 @@ fn fetch_reaches_allowed_hosts_only_and_the_51st_subrequest_is_refused() {
     let (port, served) = upstream();
     let dev = uptime("[outbound]\nallow = [\"127.0.0.1:*\"]\n[limits]\ncpu_ms = 1000\n");
 
-    let urls: Vec<String> = (0..51)
-        .map(|n| format!("http://127.0.0.1:{port}/{n}"))
-        .collect();
+    let urls = upstream_urls(port, 51);
     let results = check(&dev, &urls);
     assert_eq!(results.len(), 51);
     for result in &results[..50] {
@@ -551,9 +551,7 @@ fn fetch_reaches_allowed_hosts_only_and_the_51st_subrequest_is_refused() {
 fn the_subrequest_budget_follows_the_manifest() {
     let (port, served) = upstream();
     let dev = uptime("[outbound]\nallow = [\"127.0.0.1:*\"]\n[limits]\nsubrequests = 3\n");
-    let urls: Vec<String> = (0..4)
-        .map(|n| format!("http://127.0.0.1:{port}/{n}"))
-        .collect();
+    let urls = upstream_urls(port, 4);
     let results = check(&dev, &urls);
     assert_eq!(results[2]["status"], 200);
     assert!(

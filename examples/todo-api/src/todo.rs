@@ -55,21 +55,16 @@ fn todos(env: &Env) -> Result<Kv, Error> {
     env.kv("TODOS")
 }
 
-fn key(id: &str) -> String {
-    format!("{PREFIX}{id}")
+/// Zero-padded, so that key order is creation order.
+fn key(id: u64) -> String {
+    format!("{PREFIX}{id:012}")
 }
 
 /// Ids are decimal numbers; anything else cannot name a todo.
-fn parse_id(params: &Params) -> Result<String, Error> {
+fn parse_id(params: &Params) -> Result<u64, Error> {
     let id = params.get("id").unwrap_or_default();
-    match id.parse::<u64>() {
-        Ok(n) => Ok(format!("{n:012}")),
-        Err(_) => Err(Error::not_found(format!("no todo {id}"))),
-    }
-}
-
-fn public_id(stored: &str) -> String {
-    stored.trim_start_matches('0').to_string()
+    id.parse()
+        .map_err(|_| Error::not_found(format!("no todo {id}")))
 }
 
 fn check_title(title: &str) -> Result<String, Error> {
@@ -104,9 +99,8 @@ fn names(header: &HeaderValue, tag: &str) -> bool {
     })
 }
 
-/// A todo as a response, with its ETag.
-fn respond(status: u16, todo: &Todo, generation: u64) -> Result<Response, Error> {
-    let mut response = json(status, todo)?;
+/// `response` with the ETag of `generation`.
+fn with_etag(mut response: Response, generation: u64) -> Result<Response, Error> {
     response.headers_mut().insert(
         ETAG,
         HeaderValue::from_str(&etag(generation)).map_err(Error::internal)?,
@@ -114,12 +108,17 @@ fn respond(status: u16, todo: &Todo, generation: u64) -> Result<Response, Error>
     Ok(response)
 }
 
+/// A todo as a response, with its ETag.
+fn respond(status: u16, todo: &Todo, generation: u64) -> Result<Response, Error> {
+    with_etag(json(status, todo)?, generation)
+}
+
 /// Reads todo `id`, or 404.
-fn load(kv: &Kv, id: &str) -> Result<(Todo, Entry), Error> {
+fn load(kv: &Kv, id: u64) -> Result<(Todo, Entry), Error> {
     let entry = kv
         .get(key(id))
         .entry()?
-        .ok_or_else(|| Error::not_found(format!("no todo {}", public_id(id))))?;
+        .ok_or_else(|| Error::not_found(format!("no todo {id}")))?;
     let todo = entry.json()?;
     Ok((todo, entry))
 }
@@ -137,34 +136,48 @@ fn check_if_match(req: &Request, entry: &Entry) -> Result<(), Error> {
     }
 }
 
-/// Writes `todo` if the entry is still at `generation`; a concurrent write
-/// in between is a 412, like a stale `If-Match`.
-fn store(kv: &Kv, todo: &Todo, generation: u64) -> Result<u64, Error> {
-    Ok(kv
-        .put_json(key(&todo.id), todo)
-        .if_generation(generation)
-        .execute()?)
+/// Applies `change` to todo `id` if `If-Match` (when sent) still holds,
+/// and writes it back only if nothing else wrote it in between: a
+/// concurrent write is a 412, like a stale `If-Match`.
+fn modify(
+    req: &Request,
+    id: u64,
+    env: &Env,
+    change: impl FnOnce(Todo) -> Todo,
+) -> Result<Response, Error> {
+    let kv = todos(env)?;
+    let (todo, entry) = load(&kv, id)?;
+    check_if_match(req, &entry)?;
+    let todo = Todo {
+        updated_at: time::now(),
+        ..change(todo)
+    };
+    let generation = kv
+        .put_json(key(id), &todo)
+        .if_generation(entry.generation)
+        .execute()?;
+    respond(200, &todo, generation)
 }
 
 pub async fn create(req: Request, _: Params, env: Env) -> Result<Response, Error> {
     let new: NewTodo = req.json()?;
     let title = check_title(&new.title)?;
     let kv = todos(&env)?;
-    let n = kv.increment(NEXT_ID, 1)?;
+    // A negative counter could only be a hand-edited store.
+    let n: u64 = kv
+        .increment(NEXT_ID, 1)?
+        .try_into()
+        .map_err(Error::internal)?;
     let now = time::now();
     let todo = Todo {
-        id: format!("{n:012}"),
+        id: n.to_string(),
         title,
         done: new.done,
         created_at: now.clone(),
         updated_at: now,
     };
-    let generation = kv.put_json(key(&todo.id), &todo).if_absent().execute()?;
+    let generation = kv.put_json(key(n), &todo).if_absent().execute()?;
     verge_sdk::info!("created todo {n}");
-    let todo = Todo {
-        id: n.to_string(),
-        ..todo
-    };
     let mut response = respond(201, &todo, generation)?;
     response.headers_mut().insert(
         LOCATION,
@@ -200,9 +213,7 @@ pub async fn list(req: Request, _: Params, env: Env) -> Result<Response, Error> 
     if !keys.is_empty() {
         // A todo deleted between the listing and this read is skipped.
         for entry in kv.get_many(&keys)?.into_iter().flatten() {
-            let mut todo: Todo = entry.json()?;
-            todo.id = public_id(&todo.id);
-            items.push(todo);
+            items.push(entry.json()?);
         }
     }
     json(
@@ -216,19 +227,14 @@ pub async fn list(req: Request, _: Params, env: Env) -> Result<Response, Error> 
 
 pub async fn show(req: Request, params: Params, env: Env) -> Result<Response, Error> {
     let id = parse_id(&params)?;
-    let (mut todo, entry) = load(&todos(&env)?, &id)?;
+    let (todo, entry) = load(&todos(&env)?, id)?;
     if let Some(header) = req.headers().get(IF_NONE_MATCH)
         && names(header, &etag(entry.generation))
     {
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
-        response.headers_mut().insert(
-            ETAG,
-            HeaderValue::from_str(&etag(entry.generation)).map_err(Error::internal)?,
-        );
-        return Ok(response);
+        return with_etag(response, entry.generation);
     }
-    todo.id = public_id(&todo.id);
     respond(200, &todo, entry.generation)
 }
 
@@ -236,58 +242,32 @@ pub async fn replace(req: Request, params: Params, env: Env) -> Result<Response,
     let id = parse_id(&params)?;
     let body: Replace = req.json()?;
     let title = check_title(&body.title)?;
-    let kv = todos(&env)?;
-    let (todo, entry) = load(&kv, &id)?;
-    check_if_match(&req, &entry)?;
-    let todo = Todo {
+    modify(&req, id, &env, |todo| Todo {
         title,
         done: body.done,
-        updated_at: time::now(),
         ..todo
-    };
-    let generation = store(&kv, &todo, entry.generation)?;
-    respond(
-        200,
-        &Todo {
-            id: public_id(&todo.id),
-            ..todo
-        },
-        generation,
-    )
+    })
 }
 
 pub async fn update(req: Request, params: Params, env: Env) -> Result<Response, Error> {
     let id = parse_id(&params)?;
     let patch: Patch = req.json()?;
     let title = patch.title.as_deref().map(check_title).transpose()?;
-    let kv = todos(&env)?;
-    let (todo, entry) = load(&kv, &id)?;
-    check_if_match(&req, &entry)?;
-    let todo = Todo {
+    modify(&req, id, &env, |todo| Todo {
         title: title.unwrap_or(todo.title),
         done: patch.done.unwrap_or(todo.done),
-        updated_at: time::now(),
         ..todo
-    };
-    let generation = store(&kv, &todo, entry.generation)?;
-    respond(
-        200,
-        &Todo {
-            id: public_id(&todo.id),
-            ..todo
-        },
-        generation,
-    )
+    })
 }
 
 pub async fn remove(req: Request, params: Params, env: Env) -> Result<Response, Error> {
     let id = parse_id(&params)?;
     let kv = todos(&env)?;
-    let (_, entry) = load(&kv, &id)?;
+    let (_, entry) = load(&kv, id)?;
     // KV deletes are unconditional: a write landing between this check and
     // the delete is deleted with it.
     check_if_match(&req, &entry)?;
-    kv.delete(key(&id))?;
+    kv.delete(key(id))?;
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
