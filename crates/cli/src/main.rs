@@ -3,6 +3,7 @@
 
 mod build;
 mod commands;
+mod remote;
 mod term;
 
 use std::process::ExitCode;
@@ -27,16 +28,36 @@ enum Command {
     Dev(commands::dev::DevArgs),
     /// Manage the local KV store: namespaces, keys, bulk writes.
     Kv(commands::kv::KvArgs),
+    /// Run a node that hosts many workers, managed through its admin API.
+    Serve(commands::serve::ServeArgs),
+    /// Build a worker and deploy it to a node.
+    Deploy(commands::deploy::DeployArgs),
+    /// List a worker's versions on a node.
+    Versions(commands::versions::VersionsArgs),
+    /// Put an earlier version of a worker back in service.
+    Rollback(commands::versions::RollbackArgs),
+    /// Set, delete and list a worker's secrets on a node.
+    Secret(commands::secret::SecretArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // A node logs its requests and deploys; other commands only problems.
+    init_tracing(if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let result = match cli.command {
         Command::Build(args) => commands::build::run(args),
         Command::Dev(args) => commands::dev::run(args),
         Command::Kv(args) => commands::kv::run(args),
         Command::New(args) => commands::new::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Deploy(args) => commands::deploy::run(args),
+        Command::Versions(args) => commands::versions::run(args),
+        Command::Rollback(args) => commands::versions::rollback(args),
+        Command::Secret(args) => commands::secret::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,9 +70,9 @@ fn main() -> ExitCode {
 
 /// Node diagnostics (not the request log) go to stderr; `VERGE_LOG` takes
 /// `tracing` filter directives, e.g. `VERGE_LOG=debug`.
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VERGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

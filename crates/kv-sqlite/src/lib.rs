@@ -12,8 +12,12 @@
 //! Expired entries are invisible to every read at once and removed by the
 //! writer's sweeper later.
 //!
-//! [`SqliteStore`] implements [`verge_kv::KvStore`].
+//! [`SqliteStore`] implements [`verge_kv::KvStore`]. [`SqliteControl`]
+//! keeps the control plane's records (versions, deployments, components,
+//! secrets) in a file of its own and implements [`verge_deploy::DeployStore`]
+//! and [`verge_deploy::SecretStore`].
 
+mod control;
 mod reader;
 mod schema;
 mod writer;
@@ -25,6 +29,7 @@ use std::sync::mpsc;
 use async_trait::async_trait;
 use verge_kv::{Clock, Entry, KvError, KvStore, ListPage, WriteOp, WriteOutcome};
 
+pub use crate::control::SqliteControl;
 use crate::reader::Readers;
 use crate::writer::{Job, Writer};
 

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod outbound;
+mod route;
 
 pub use outbound::HostPattern;
+pub use route::RoutePattern;
 
 /// The manifest's file name.
 pub const FILE_NAME: &str = "verge.toml";
@@ -35,6 +37,9 @@ pub struct Manifest {
     pub kv_namespaces: Vec<KvBinding>,
     /// Hosts the worker may send HTTP requests to (`[outbound] allow`).
     pub outbound: Vec<HostPattern>,
+    /// Where a node routes requests to the worker (`routes`), besides
+    /// `NAME.<the node's domain>`.
+    pub routes: Vec<RoutePattern>,
     /// The directory the manifest is in; relative paths are relative to it.
     pub dir: PathBuf,
 }
@@ -97,6 +102,8 @@ struct Raw {
     kv_namespaces: Vec<KvBinding>,
     #[serde(default)]
     outbound: RawOutbound,
+    #[serde(default)]
+    routes: Vec<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -283,6 +290,25 @@ impl Manifest {
             outbound.push(pattern);
         }
 
+        let mut routes: Vec<RoutePattern> = Vec::new();
+        for entry in &raw.routes {
+            let route = entry.parse::<RoutePattern>().map_err(|problem| {
+                error(
+                    find_value(text, entry).or_else(|| find("routes")),
+                    format!("invalid route {entry:?}: {problem}"),
+                    Some("routes look like `example.com/api/*`, `*.example.com/*` or `api.example.com`".into()),
+                )
+            })?;
+            if routes.contains(&route) {
+                return Err(error(
+                    find_value(text, entry).or_else(|| find("routes")),
+                    format!("route {entry:?} is listed twice"),
+                    Some("remove one of them".into()),
+                ));
+            }
+            routes.push(route);
+        }
+
         let limits = raw.limits;
         let positive = [
             ("cpu_ms", limits.cpu_ms),
@@ -307,6 +333,7 @@ impl Manifest {
             limits,
             kv_namespaces: raw.kv_namespaces,
             outbound,
+            routes,
             dir,
         })
     }
@@ -475,6 +502,22 @@ mod tests {
                 .unwrap()
                 .contains("known keys here: name, component, build, vars, limits")
         );
+    }
+
+    #[test]
+    fn routes_are_parsed_and_bad_ones_located() {
+        let m =
+            parse("name = \"x\"\nroutes = [\"example.com/api/*\", \"*.example.org\"]\n").unwrap();
+        let routes: Vec<String> = m.routes.iter().map(ToString::to_string).collect();
+        assert_eq!(routes, ["example.com/api/*", "*.example.org/*"]);
+
+        let e = parse("name = \"x\"\nroutes = [\n  \"ok.com\",\n  \"https://bad.com/*\",\n]\n")
+            .unwrap_err();
+        assert_eq!(e.location.map(|l| l.0), Some(4), "{e}");
+        assert!(e.message.contains("scheme"), "{e}");
+
+        let e = parse("name = \"x\"\nroutes = [\"a.com/*\", \"A.com\"]\n").unwrap_err();
+        assert!(e.message.contains("listed twice"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,13 @@ pub enum LoadError {
          built for wasm32-wasip2; it may import only WASI interfaces."
     )]
     Link(String),
+    #[error(
+        "the component imports `{import}`, which Verge does not provide; a worker may \
+         import the WASI 0.2 interfaces of the `wasi:http/proxy` world and \
+         `verge:kv/store@0.1.0`. Remove the dependency that brings `{import}` in, or \
+         build for wasm32-wasip2 with a WASI HTTP toolchain (verge-sdk, wstd, wasip2)"
+    )]
+    UnknownImport { import: String },
     #[error("the component is {size} bytes, above the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
     #[error(transparent)]

@@ -134,15 +134,21 @@ impl Runtime {
         let (component, source) =
             self.cache
                 .load_or_compile(&self.engine, &hash, &spec.component)?;
-        let imports = component
+        let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let message = format!("{e:#}");
+            // The linker's error names the import it lacks; say so plainly.
+            match imports.iter().find(|i| message.contains(&format!("`{i}`"))) {
+                Some(import) => LoadError::UnknownImport {
+                    import: import.clone(),
+                },
+                None => LoadError::Link(message),
+            }
+        })?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         Ok((Worker::new(self.clone(), spec, hash, imports, pre), source))

@@ -22,8 +22,8 @@ use crate::worker::Worker;
 
 /// Finds the worker for a request.
 pub trait Dispatch: Send + Sync + 'static {
-    /// The worker that serves `request`, or `None` for a 404.
-    fn route(&self, request: &Request<Incoming>) -> Option<Arc<Worker>>;
+    /// The worker that serves `request`, or why none does (sent with a 404).
+    fn route(&self, request: &Request<Incoming>) -> Result<Arc<Worker>, String>;
 }
 
 /// One worker serving every request, swappable while serving (as `verge dev`
@@ -54,8 +54,8 @@ impl SingleWorker {
 }
 
 impl Dispatch for SingleWorker {
-    fn route(&self, _: &Request<Incoming>) -> Option<Arc<Worker>> {
-        Some(self.current())
+    fn route(&self, _: &Request<Incoming>) -> Result<Arc<Worker>, String> {
+        Ok(self.current())
     }
 }
 
@@ -111,8 +111,8 @@ pub async fn serve(
             let worker = dispatch.route(&request);
             async move {
                 Ok::<_, Infallible>(match worker {
-                    Some(worker) => worker.handle(request).await,
-                    None => not_found(),
+                    Ok(worker) => worker.handle(request).await,
+                    Err(why) => not_found(why),
                 })
             }
         });
@@ -143,10 +143,12 @@ fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
     }
 }
 
-fn not_found() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(Bytes::from_static(
-        b"no worker serves this address\n",
-    )));
+fn not_found(why: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::from(why + "\n")));
     *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

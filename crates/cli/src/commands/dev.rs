@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use verge_manifest::{ComponentSource, HostPattern, Manifest};
+use verge_manifest::{ComponentSource, Manifest};
 use verge_runtime::guest_log::LogStream;
 use verge_runtime::server::{ServeOptions, SingleWorker, serve};
 use verge_runtime::{
-    AllowedHosts, CompileSource, KvBindings, Limits, RequestSink, RequestSummary, Runtime,
-    RuntimeConfig, WorkerSpec, ms,
+    CompileSource, KvBindings, Limits, RequestSink, RequestSummary, Runtime, RuntimeConfig,
+    WorkerSpec, ms,
 };
 
 use crate::build::{build, human_size};
@@ -231,24 +231,22 @@ async fn open_kv(manifest: &Manifest, data_dir: &std::path::Path) -> anyhow::Res
     Ok(Arc::new(bindings))
 }
 
-/// The spec of a worker version built from `manifest`.
+/// The spec of a worker version built from `manifest`: the node's, with
+/// `.dev.vars` as the secrets.
 fn worker_spec(
     manifest: &Manifest,
     component: Vec<u8>,
     kv: KvBindings,
     expose_errors: bool,
 ) -> anyhow::Result<WorkerSpec> {
-    Ok(WorkerSpec {
-        name: manifest.name.clone(),
+    let secrets = dev_vars(manifest)?;
+    Ok(verge_node::spec::worker_spec(
+        manifest,
         component,
-        limits: manifest_limits(manifest),
-        vars: guest_env(manifest)?,
-        instance_reuse: manifest.limits.instance_reuse.unwrap_or(1),
-        // `verge dev` shows guest failure details in responses.
-        expose_errors,
+        &secrets,
         kv,
-        outbound: allowed_hosts(manifest),
-    })
+        expose_errors,
+    ))
 }
 
 /// Rebuilds and swaps in the worker when its sources change.
@@ -311,26 +309,21 @@ impl Reloader {
 /// The file of local secrets beside `verge.toml`, as `NAME=value` lines.
 const DEV_VARS: &str = ".dev.vars";
 
-/// The guest's environment: `[vars]` from the manifest, then the secrets in
-/// `.dev.vars` (which win, as a node's secrets win over vars).
-fn guest_env(manifest: &Manifest) -> anyhow::Result<Vec<(String, String)>> {
-    let mut env: std::collections::BTreeMap<String, String> = manifest.vars.clone();
+/// The local secrets in `.dev.vars` beside the manifest, if there is one.
+fn dev_vars(manifest: &Manifest) -> anyhow::Result<Vec<(String, String)>> {
     let path = manifest.dir.join(DEV_VARS);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    for (secret, value) in parse_dev_vars(&text).map_err(|(line, why)| {
+    parse_dev_vars(&text).map_err(|(line, why)| {
         anyhow::anyhow!(
             "{}:{line}: {why}\n  help: write one secret per line as NAME=value; \
              lines starting with # are comments",
             path.display()
         )
-    })? {
-        env.insert(secret, value);
-    }
-    Ok(env.into_iter().collect())
+    })
 }
 
 /// Parses `NAME=value` lines (values may be quoted); the error is the
@@ -364,33 +357,8 @@ fn parse_dev_vars(text: &str) -> Result<Vec<(String, String)>, (usize, String)> 
     Ok(out)
 }
 
-/// The manifest's limits over the defaults. Those above the node's ceilings
-/// are refused when the worker loads, with the key named.
-fn manifest_limits(manifest: &Manifest) -> Limits {
-    let defaults = Limits::default();
-    let l = &manifest.limits;
-    Limits {
-        cpu: l.cpu_ms.map_or(defaults.cpu, Duration::from_millis),
-        wall: l.wall_ms.map_or(defaults.wall, Duration::from_millis),
-        memory: l
-            .memory_mib
-            .map_or(defaults.memory, |m| m.saturating_mul(MIB)),
-        body: l.body_mib.map_or(defaults.body, |m| m.saturating_mul(MIB)),
-        subrequests: l.subrequests.unwrap_or(defaults.subrequests),
-    }
-}
-
-/// The manifest's `[outbound] allow` list as the runtime's check.
-pub(crate) fn allowed_hosts(manifest: &Manifest) -> AllowedHosts {
-    if manifest.outbound.is_empty() {
-        return AllowedHosts::none();
-    }
-    let patterns = manifest.outbound.clone();
-    AllowedHosts::new(move |uri| HostPattern::any_allows(&patterns, uri))
-}
-
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

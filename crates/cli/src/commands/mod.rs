@@ -1,5 +1,9 @@
 pub mod build;
+pub mod deploy;
 pub mod dev;
 pub mod kv;
 pub mod new;
+pub mod secret;
+pub mod serve;
+pub mod versions;
 pub mod watch;

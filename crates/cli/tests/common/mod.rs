@@ -8,6 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod node;
+
 #[allow(unused_imports)]
 pub use verge_test_programs::{FIXTURES, KV_FIXTURE, WSTD_HELLO};
 

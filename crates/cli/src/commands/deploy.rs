@@ -1,0 +1,87 @@
+//! `verge deploy`: build the worker, upload its component to a node and make
+//! it the worker's version (or a share of its traffic, with --percentage).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use verge_manifest::Manifest;
+
+use crate::build::{build, human_size};
+use crate::remote::NodeArgs;
+use crate::term::Style;
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The worker's directory (where verge.toml is).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+
+    /// Deploy the last build instead of building first.
+    #[arg(long)]
+    no_build: bool,
+
+    /// Send this share of requests (1-100) to the new version and keep the
+    /// rest on the current one; deploy again with 100 to finish the rollout.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    percentage: Option<u8>,
+
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+pub fn run(args: DeployArgs) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.dir)?;
+    let remote = args.node.connect()?;
+    let manifest_path = manifest.dir.join(verge_manifest::FILE_NAME);
+    let manifest_text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let built = build(&manifest, args.no_build)?;
+    let size = built.bytes.len() as u64;
+    let hash = verge_runtime::component_hash(&built.bytes);
+
+    let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("Uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut reader = bar.wrap_read(&built.bytes[..]);
+    remote
+        .put_stream(&format!("/v1/components/{hash}"), size, &mut reader)
+        .with_context(|| format!("uploading the component of `{}`", manifest.name))?;
+    bar.finish_and_clear();
+
+    let answer = remote
+        .send_json(
+            "POST",
+            &format!("/v1/workers/{}/versions", manifest.name),
+            &json!({
+                "component": hash,
+                "manifest": manifest_text,
+                "percentage": args.percentage,
+            }),
+        )
+        .with_context(|| format!("deploying `{}` to {}", manifest.name, remote.base()))?;
+
+    let style = Style::stdout();
+    let version = answer["version"]["short_id"].as_str().unwrap_or("?");
+    let percent = answer["version"]["traffic_percent"].as_u64().unwrap_or(0);
+    let traffic = if percent == 100 {
+        "all traffic".to_string()
+    } else {
+        format!("{percent}% of traffic")
+    };
+    println!(
+        "{} {} version {} ({}) to {traffic}",
+        style.green("Deployed"),
+        manifest.name,
+        style.bold(version),
+        human_size(size),
+    );
+    if let Some(url) = answer["url"].as_str() {
+        println!("  {url}");
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! `verge serve`: run a node that hosts many workers, deployed to it through
+//! its admin API (`verge deploy`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use verge_node::config::CeilingsLayer;
+use verge_node::{AdminToken, ConfigLayer, Node, NodeConfig};
+
+use crate::term::Style;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML node config; flags and environment variables override it.
+    #[arg(long, env = "VERGE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Data-plane address, where workers answer [default: 0.0.0.0:8080].
+    #[arg(long, env = "VERGE_LISTEN")]
+    listen: Option<String>,
+
+    /// Admin API address [default: 127.0.0.1:8788].
+    #[arg(long, env = "VERGE_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+
+    /// Where the node keeps its stores and compiled components [default: verge-data].
+    #[arg(long, env = "VERGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// The store: `sqlite` (files in the data dir) [default: sqlite].
+    #[arg(long, env = "VERGE_STORE")]
+    store: Option<String>,
+
+    /// Workers answer at NAME.<domain> [default: localhost].
+    #[arg(long, env = "VERGE_DOMAIN")]
+    domain: Option<String>,
+
+    /// A file holding the admin token. The token can also come from the
+    /// VERGE_ADMIN_TOKEN variable, never from a flag (it would show in ps).
+    #[arg(long, env = "VERGE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+
+    /// Requests served at once, all workers together [default: 1000].
+    #[arg(long, env = "VERGE_MAX_INSTANCES")]
+    max_instances: Option<u32>,
+
+    /// How long a request waits for a free instance before a 503 [default: 1000].
+    #[arg(long, env = "VERGE_QUEUE_TIMEOUT_MS")]
+    queue_timeout_ms: Option<u64>,
+
+    /// How long requests in flight may take to finish on shutdown [default: 30].
+    #[arg(long, env = "VERGE_DRAIN_TIMEOUT_S")]
+    drain_timeout_s: Option<u64>,
+
+    /// Allocate instances on demand instead of from a pre-reserved pool.
+    #[arg(long)]
+    no_pooling: bool,
+
+    /// Highest CPU limit (ms) a manifest may ask for [default: 50].
+    #[arg(long, env = "VERGE_MAX_CPU_MS")]
+    max_cpu_ms: Option<u64>,
+
+    /// Highest wall limit (ms) a manifest may ask for [default: 30000].
+    #[arg(long, env = "VERGE_MAX_WALL_MS")]
+    max_wall_ms: Option<u64>,
+
+    /// Highest memory limit (MiB) a manifest may ask for [default: 128].
+    #[arg(long, env = "VERGE_MAX_MEMORY_MIB")]
+    max_memory_mib: Option<u64>,
+
+    /// Highest body limit (MiB) a manifest may ask for [default: 100].
+    #[arg(long, env = "VERGE_MAX_BODY_MIB")]
+    max_body_mib: Option<u64>,
+
+    /// Highest number of outbound requests per request [default: 1000].
+    #[arg(long, env = "VERGE_MAX_SUBREQUESTS")]
+    max_subrequests: Option<u32>,
+}
+
+impl ServeArgs {
+    /// Flags and environment variables as the top config layer.
+    fn layer(&self) -> anyhow::Result<ConfigLayer> {
+        let mut admin_tokens = Vec::new();
+        if let Ok(token) = std::env::var("VERGE_ADMIN_TOKEN") {
+            admin_tokens.push(AdminToken {
+                name: "admin".into(),
+                token: token.trim().to_string(),
+                read_only: false,
+            });
+        }
+        if let Some(path) = &self.admin_token_file {
+            let token = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read the admin token file {} (--admin-token-file)",
+                    path.display()
+                )
+            })?;
+            admin_tokens.push(AdminToken {
+                name: "admin-file".into(),
+                token: token.trim().to_string(),
+                read_only: false,
+            });
+        }
+        Ok(ConfigLayer {
+            listen: self.listen.clone(),
+            admin_listen: self.admin_listen.clone(),
+            data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
+            domain: self.domain.clone(),
+            admin_tokens,
+            max_instances: self.max_instances,
+            queue_timeout_ms: self.queue_timeout_ms,
+            drain_timeout_s: self.drain_timeout_s,
+            pooling: self.no_pooling.then_some(false),
+            ceilings: CeilingsLayer {
+                cpu_ms: self.max_cpu_ms,
+                wall_ms: self.max_wall_ms,
+                memory_mib: self.max_memory_mib,
+                body_mib: self.max_body_mib,
+                subrequests: self.max_subrequests,
+            },
+        })
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigLayer::from_file(path)?,
+        None => ConfigLayer::default(),
+    };
+    let config = NodeConfig::from_layer(args.layer()?.over(file))?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async move {
+        let stores = verge_node::open_stores(&config)?;
+        let bound = verge_node::bind(&config).await?;
+        let sink = Arc::new(verge_runtime::TracingSink);
+        let node = Node::start(config, stores, sink).await?;
+        let out = Style::stdout();
+        let data = bound.data_addr();
+        println!(
+            "{} {} worker(s) at {} (NAME.{}:{})",
+            out.bold("Serving"),
+            node.registry.len(),
+            out.bold(&format!("http://{data}")),
+            node.config.domain,
+            data.port()
+        );
+        println!(
+            "{} at {}",
+            out.bold("Admin API"),
+            out.bold(&format!("http://{}", bound.admin_addr()))
+        );
+        let drained = verge_node::serve(node, bound, crate::commands::dev::shutdown_signal()).await;
+        eprintln!(
+            "{}",
+            if drained {
+                "Stopped."
+            } else {
+                "Stopped; some requests were cut off."
+            }
+        );
+        anyhow::Ok(())
+    })
+}

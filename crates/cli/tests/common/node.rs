@@ -1,0 +1,174 @@
+//! Starts real `verge serve` processes on port 0 and drives them with the
+//! CLI and over HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Reply, agent, lines_of, verge};
+
+/// The admin token every test node accepts.
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A `verge serve` process with its data in a temporary directory.
+pub struct Node {
+    child: Child,
+    /// The data plane, `http://127.0.0.1:PORT`.
+    pub data: String,
+    /// The admin API, `http://127.0.0.1:PORT`.
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts a node with `args` added to `verge serve`.
+    pub fn start(args: &[&str]) -> Node {
+        Node::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// Starts a node whose data dir is `dir/data` (kept by a restart).
+    pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Node {
+        let mut child = verge()
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .env("VERGE_ADMIN_TOKEN", TOKEN)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start verge serve");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let find = |prefix: &str| {
+            stdout.lock().unwrap().iter().find_map(|l| {
+                l.strip_prefix(prefix)
+                    .and_then(|rest| rest.split_whitespace().find(|w| w.starts_with("http://")))
+                    .map(String::from)
+            })
+        };
+        let (data, admin) = loop {
+            if let (Some(data), Some(admin)) = (find("Serving"), find("Admin API")) {
+                break (data, admin);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "verge serve exited with {status}: {:?}",
+                    stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "verge serve did not start: {:?}",
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Node {
+            child,
+            data,
+            admin,
+            dir,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Stops the process and hands back its directory, for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// A `verge` command aimed at this node, with no user config around.
+    pub fn cli(&self) -> Command {
+        let mut command = verge();
+        command
+            .env("VERGE_NODE", &self.admin)
+            .env("VERGE_TOKEN", TOKEN)
+            .env("VERGE_CONFIG_HOME", self.dir.path())
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    /// A request to the data plane for `host` (the Host header) and `path`.
+    pub fn get(&self, host: &str, path: &str) -> Reply {
+        let request = http::Request::get(format!("{}{path}", self.data))
+            .header("host", host)
+            .body(())
+            .unwrap();
+        Reply::from(agent().run(request))
+    }
+
+    /// An admin API call with `token` (none when `None`).
+    pub fn admin_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Reply {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.admin));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        match body {
+            Some(body) => Reply::from(
+                agent().run(
+                    request
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .unwrap(),
+                ),
+            ),
+            None => Reply::from(agent().run(request.body(()).unwrap())),
+        }
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A worker project in a temporary directory: `verge.toml` naming `name`
+/// and the prebuilt `component`, plus `extra` TOML.
+pub fn worker(name: &str, component: &Path, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    rewrite(dir.path(), name, component, extra);
+    dir
+}
+
+/// Rewrites the project's manifest.
+pub fn rewrite(dir: &Path, name: &str, component: &Path, extra: &str) {
+    std::fs::write(
+        dir.join("verge.toml"),
+        format!("name = \"{name}\"\ncomponent = {:?}\n{extra}", component),
+    )
+    .unwrap();
+}
+
+/// The fixtures component's path.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(super::FIXTURES)
+}

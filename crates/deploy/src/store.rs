@@ -1,0 +1,59 @@
+//! The traits a storage backend implements for the control plane.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::records::{Deployment, Version};
+
+/// A control-plane operation that did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the store holds an unreadable record: {0}")]
+    Corrupt(String),
+}
+
+/// Versions, deployments and the component bytes they point at.
+#[async_trait]
+pub trait DeployStore: Send + Sync {
+    /// Stores a component under its hash; storing it again is a no-op.
+    async fn put_blob(&self, hash: &str, bytes: Bytes) -> Result<(), StoreError>;
+
+    /// The component stored under `hash`.
+    async fn blob(&self, hash: &str) -> Result<Option<Bytes>, StoreError>;
+
+    /// Records a version whose blob is stored; `false` if it was recorded
+    /// already (the record is left as it was).
+    async fn add_version(&self, version: &Version) -> Result<bool, StoreError>;
+
+    /// A worker's versions, newest first.
+    async fn versions(&self, worker: &str) -> Result<Vec<Version>, StoreError>;
+
+    /// Makes `deployment` the worker's current one.
+    async fn set_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
+
+    /// Every worker's current deployment, by worker name.
+    async fn deployments(&self) -> Result<Vec<Deployment>, StoreError>;
+
+    /// Forgets a worker: its deployment, versions, secrets, and the blobs no
+    /// other version uses. `false` if it had no deployment.
+    async fn delete_worker(&self, worker: &str) -> Result<bool, StoreError>;
+}
+
+/// Secrets by worker. Values leave the store only towards a guest's
+/// environment.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Sets a secret, replacing any value it had.
+    async fn put_secret(&self, worker: &str, name: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Deletes a secret; `false` if there was none.
+    async fn delete_secret(&self, worker: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// The names of a worker's secrets, sorted.
+    async fn secret_names(&self, worker: &str) -> Result<Vec<String>, StoreError>;
+
+    /// A worker's secrets with their values, for its guests' environment.
+    async fn secrets(&self, worker: &str) -> Result<Vec<(String, String)>, StoreError>;
+}

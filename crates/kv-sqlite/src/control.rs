@@ -1,0 +1,388 @@
+//! The control plane's records in a SQLite file of their own: versions,
+//! deployments, component blobs and secrets.
+//!
+//! Deploys are rare and small next to KV traffic, so one connection behind a
+//! mutex serves them, on tokio's blocking pool; keeping them out of the KV
+//! file keeps them out of the KV writer's queue. The file is created readable
+//! by its owner only, since it holds secrets.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use verge_deploy::{Canary, DeployStore, Deployment, SecretStore, StoreError, Version};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS components (
+    hash  TEXT PRIMARY KEY,
+    bytes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    worker     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    component  TEXT NOT NULL REFERENCES components (hash),
+    manifest   TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    author     TEXT NOT NULL,
+    UNIQUE (worker, id)
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    worker         TEXT PRIMARY KEY,
+    stable         TEXT NOT NULL,
+    canary         TEXT,
+    canary_percent INTEGER,
+    updated_at     INTEGER NOT NULL,
+    author         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    worker TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (worker, name)
+);
+";
+
+/// Versions, deployments, components and secrets in a SQLite file.
+#[derive(Clone)]
+pub struct SqliteControl {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteControl {
+    /// Opens (creating if needed) the control file at `path`.
+    pub fn open(path: &Path) -> Result<SqliteControl, StoreError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
+        }
+        create_private(path).map_err(|e| unavailable(&e))?;
+        let conn = Connection::open(path).map_err(|e| unavailable(&e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|()| conn.pragma_update(None, "foreign_keys", "ON"))
+            .and_then(|()| conn.execute_batch(SCHEMA))
+            .map_err(|e| unavailable(&e))?;
+        Ok(SqliteControl {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// Creates the file with owner-only permissions if it does not exist.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
+fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
+    Ok(Version {
+        id: row.get(0)?,
+        worker: row.get(1)?,
+        component: row.get(2)?,
+        manifest: row.get(3)?,
+        size: row.get::<_, i64>(4)? as u64,
+        created_at: row.get::<_, i64>(5)? as u64,
+        author: row.get(6)?,
+    })
+}
+
+fn deployment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
+    let canary: Option<String> = row.get(2)?;
+    let percent: Option<u8> = row.get(3)?;
+    Ok(Deployment {
+        worker: row.get(0)?,
+        stable: row.get(1)?,
+        canary: canary
+            .zip(percent)
+            .map(|(version, percent)| Canary { version, percent }),
+        updated_at: row.get::<_, i64>(4)? as u64,
+        author: row.get(5)?,
+    })
+}
+
+#[async_trait]
+impl DeployStore for SqliteControl {
+    async fn put_blob(&self, hash: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let hash = hash.to_string();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO components (hash, bytes) VALUES (?1, ?2)",
+                params![hash, &bytes[..]],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn blob(&self, hash: &str) -> Result<Option<Bytes>, StoreError> {
+        let hash = hash.to_string();
+        self.call(move |conn| {
+            conn.query_row(
+                "SELECT bytes FROM components WHERE hash = ?1",
+                [hash],
+                |row| row.get::<_, Vec<u8>>(0),
+            )
+            .optional()
+        })
+        .await
+        .map(|bytes| bytes.map(Bytes::from))
+    }
+
+    async fn add_version(&self, version: &Version) -> Result<bool, StoreError> {
+        let v = version.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO versions
+                 (worker, id, component, manifest, size, created_at, author)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    v.worker,
+                    v.id,
+                    v.component,
+                    v.manifest,
+                    v.size as i64,
+                    v.created_at as i64,
+                    v.author
+                ],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn versions(&self, worker: &str) -> Result<Vec<Version>, StoreError> {
+        let worker = worker.to_string();
+        self.call(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, worker, component, manifest, size, created_at, author
+                 FROM versions WHERE worker = ?1 ORDER BY seq DESC",
+            )?;
+            statement.query_map([worker], version_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn set_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
+        let d = d.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO deployments (worker, stable, canary, canary_percent, updated_at, author)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (worker) DO UPDATE SET stable = ?2, canary = ?3,
+                     canary_percent = ?4, updated_at = ?5, author = ?6",
+                params![
+                    d.worker,
+                    d.stable,
+                    d.canary.as_ref().map(|c| &c.version),
+                    d.canary.as_ref().map(|c| c.percent),
+                    d.updated_at as i64,
+                    d.author
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.call(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT worker, stable, canary, canary_percent, updated_at, author
+                 FROM deployments ORDER BY worker",
+            )?;
+            statement.query_map([], deployment_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn delete_worker(&self, worker: &str) -> Result<bool, StoreError> {
+        let worker = worker.to_string();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let existed = tx.execute("DELETE FROM deployments WHERE worker = ?1", [&worker])? == 1;
+            tx.execute("DELETE FROM versions WHERE worker = ?1", [&worker])?;
+            tx.execute("DELETE FROM secrets WHERE worker = ?1", [&worker])?;
+            tx.execute(
+                "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)",
+                [],
+            )?;
+            tx.commit()?;
+            Ok(existed)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SecretStore for SqliteControl {
+    async fn put_secret(&self, worker: &str, name: &str, value: &str) -> Result<(), StoreError> {
+        let (worker, name, value) = (worker.to_string(), name.to_string(), value.to_string());
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO secrets (worker, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (worker, name) DO UPDATE SET value = ?3",
+                params![worker, name, value],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, worker: &str, name: &str) -> Result<bool, StoreError> {
+        let (worker, name) = (worker.to_string(), name.to_string());
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM secrets WHERE worker = ?1 AND name = ?2",
+                params![worker, name],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn secret_names(&self, worker: &str) -> Result<Vec<String>, StoreError> {
+        let worker = worker.to_string();
+        self.call(move |conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT name FROM secrets WHERE worker = ?1 ORDER BY name")?;
+            statement.query_map([worker], |row| row.get(0))?.collect()
+        })
+        .await
+    }
+
+    async fn secrets(&self, worker: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let worker = worker.to_string();
+        self.call(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT name, value FROM secrets WHERE worker = ?1 ORDER BY name",
+            )?;
+            statement
+                .query_map([worker], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(worker: &str, id: &str, component: &str) -> Version {
+        Version {
+            id: id.into(),
+            worker: worker.into(),
+            component: component.into(),
+            manifest: format!("name = \"{worker}\"\n"),
+            size: 3,
+            created_at: 1,
+            author: "ops".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_deployments_and_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteControl::open(&dir.path().join("control.db")).unwrap();
+        store
+            .put_blob("c1", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        store
+            .put_blob("c1", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        store
+            .put_blob("c2", Bytes::from_static(b"two"))
+            .await
+            .unwrap();
+        assert!(store.add_version(&version("a", "v1", "c1")).await.unwrap());
+        assert!(!store.add_version(&version("a", "v1", "c1")).await.unwrap());
+        assert!(store.add_version(&version("a", "v2", "c2")).await.unwrap());
+        assert!(store.add_version(&version("b", "v3", "c1")).await.unwrap());
+        let ids: Vec<_> = store
+            .versions("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.id)
+            .collect();
+        assert_eq!(ids, ["v2", "v1"], "newest first");
+
+        let mut deployment = Deployment {
+            worker: "a".into(),
+            stable: "v1".into(),
+            canary: Some(Canary {
+                version: "v2".into(),
+                percent: 10,
+            }),
+            updated_at: 5,
+            author: "ops".into(),
+        };
+        store.set_deployment(&deployment).await.unwrap();
+        assert_eq!(store.deployments().await.unwrap(), [deployment.clone()]);
+        deployment.canary = None;
+        store.set_deployment(&deployment).await.unwrap();
+        assert_eq!(store.deployments().await.unwrap(), [deployment]);
+
+        store.put_secret("a", "TOKEN", "x").await.unwrap();
+        assert!(store.delete_worker("a").await.unwrap());
+        assert!(!store.delete_worker("a").await.unwrap());
+        assert!(store.deployments().await.unwrap().is_empty());
+        assert!(store.versions("a").await.unwrap().is_empty());
+        assert!(store.secret_names("a").await.unwrap().is_empty());
+        // c1 is still used by worker b; c2 was only a's.
+        assert!(store.blob("c1").await.unwrap().is_some());
+        assert!(store.blob("c2").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn secrets_persist_and_the_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.db");
+        {
+            let store = SqliteControl::open(&path).unwrap();
+            store.put_secret("w", "B", "1").await.unwrap();
+            store.put_secret("w", "A", "2").await.unwrap();
+            store.put_secret("w", "A", "3").await.unwrap();
+            store.put_secret("other", "C", "4").await.unwrap();
+        }
+        let store = SqliteControl::open(&path).unwrap();
+        assert_eq!(store.secret_names("w").await.unwrap(), ["A", "B"]);
+        assert_eq!(
+            store.secrets("w").await.unwrap(),
+            [("A".to_string(), "3".to_string()), ("B".into(), "1".into())]
+        );
+        assert!(store.delete_secret("w", "A").await.unwrap());
+        assert!(!store.delete_secret("w", "A").await.unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Errors of the admin API: `{"error": {"code", "message", "help"}}` with
+//! the status that fits.
+
+use axum::Json;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::node::NodeError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> ApiError {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(help) = self.help {
+            error["help"] = help.into();
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> ApiError {
+        match e {
+            NodeError::Invalid { message, help } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).help(help)
+            }
+            NodeError::NotFound(message) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            NodeError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            NodeError::Store(e) => {
+                tracing::error!("store error: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    e.to_string(),
+                )
+                .help("the node keeps serving deployed workers; retry when the store is back")
+            }
+        }
+    }
+}
+
+impl From<verge_kv::KvError> for ApiError {
+    fn from(e: verge_kv::KvError) -> ApiError {
+        use verge_kv::KvError as E;
+        match e {
+            E::NamespaceNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            E::ConditionFailed => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "condition_failed",
+                e.to_string(),
+            ),
+            E::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+            other => ApiError::new(StatusCode::BAD_REQUEST, "invalid", other.to_string()),
+        }
+    }
+}
+
+/// A JSON body whose problems (wrong content type, bad JSON, a missing or
+/// unknown field) are answered as a JSON 400 naming the problem. An empty
+/// body reads as `{}`, so every field may be optional.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = bytes::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            bytes::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("bad JSON body: {e}"),
+            )
+        })
+    }
+}

@@ -1,0 +1,55 @@
+//! Secrets: names are listed, values only ever go in.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AdminState;
+use super::error::{ApiError, ApiJson};
+
+/// `GET /v1/workers/{name}/secrets`: the names, never the values.
+pub async fn list(
+    State(state): State<Arc<AdminState>>,
+    Path(worker): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let names = state
+        .node
+        .stores()
+        .secrets
+        .secret_names(&worker)
+        .await
+        .map_err(crate::node::NodeError::from)?;
+    Ok(Json(json!({ "secrets": names })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    value: String,
+}
+
+/// `PUT /v1/workers/{name}/secrets/{secret}` with `{"value": ...}`.
+pub async fn put(
+    State(state): State<Arc<AdminState>>,
+    Path((worker, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<SecretBody>,
+) -> Result<StatusCode, ApiError> {
+    state.node.put_secret(&worker, &name, &body.value).await?;
+    // The name is logged, the value never.
+    tracing::info!(worker, secret = name, "secret set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/workers/{name}/secrets/{secret}`.
+pub async fn delete(
+    State(state): State<Arc<AdminState>>,
+    Path((worker, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.node.delete_secret(&worker, &name).await?;
+    tracing::info!(worker, secret = name, "secret deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,451 @@
+//! The node's configuration: one struct, [`NodeConfig`], made from layers
+//! (a TOML file, then environment variables and flags over it) and validated
+//! once at start. Every error names the key, the flag and the variable that
+//! set it, and how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use verge_runtime::Limits;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Who may use the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Recorded as the author of what the token deploys.
+    pub name: String,
+    pub token: String,
+    /// Read-only tokens may list and tail, not change anything.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Where the node keeps workers and KV.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// SQLite files in the data dir.
+    Sqlite,
+}
+
+/// A validated node configuration.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The data plane: where workers are reached.
+    pub listen: SocketAddr,
+    /// The admin API, health and metrics.
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    /// Workers answer at `NAME.<domain>` besides their routes.
+    pub domain: String,
+    pub admin_tokens: Vec<AdminToken>,
+    /// The highest limits a worker's manifest may ask for.
+    pub ceilings: Limits,
+    /// Requests running at once, all workers together.
+    pub max_instances: u32,
+    /// How long a request waits for a free instance before a 503.
+    pub queue_timeout: Duration,
+    /// How long requests in flight may take to finish on shutdown.
+    pub drain_timeout: Duration,
+    /// Use the pooling instance allocator where the machine allows it.
+    pub pooling: bool,
+}
+
+/// One layer of settings, every one optional: the config file's shape, and
+/// what flags and environment variables fill in.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub admin_tokens: Vec<AdminToken>,
+    pub max_instances: Option<u32>,
+    pub queue_timeout_ms: Option<u64>,
+    pub drain_timeout_s: Option<u64>,
+    pub pooling: Option<bool>,
+    #[serde(default)]
+    pub ceilings: CeilingsLayer,
+}
+
+/// The `[ceilings]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CeilingsLayer {
+    pub cpu_ms: Option<u64>,
+    pub wall_ms: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub body_mib: Option<u64>,
+    pub subrequests: Option<u32>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}\n  help: {help}")]
+pub struct ConfigError {
+    pub message: String,
+    pub help: String,
+}
+
+fn error(message: impl Into<String>, help: impl Into<String>) -> ConfigError {
+    ConfigError {
+        message: message.into(),
+        help: help.into(),
+    }
+}
+
+impl ConfigLayer {
+    /// Reads a config file; unknown keys are errors with their line.
+    pub fn from_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            error(
+                format!("cannot read the node config {}: {e}", path.display()),
+                "check the path given to --config or VERGE_CONFIG",
+            )
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start].matches('\n').count() + 1)
+                .unwrap_or(0);
+            error(
+                format!("{}:{line}: {}", path.display(), e.message().trim()),
+                "see docs/serve.md for the keys a node config takes",
+            )
+        })
+    }
+
+    /// This layer with unset values taken from `lower`; admin tokens of
+    /// both.
+    pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            listen: self.listen.or(lower.listen),
+            admin_listen: self.admin_listen.or(lower.admin_listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            store: self.store.or(lower.store),
+            domain: self.domain.or(lower.domain),
+            // Tokens from every layer are accepted together, so an operator
+            // can keep named tokens in the file and add one by environment.
+            admin_tokens: self
+                .admin_tokens
+                .into_iter()
+                .chain(lower.admin_tokens)
+                .collect(),
+            max_instances: self.max_instances.or(lower.max_instances),
+            queue_timeout_ms: self.queue_timeout_ms.or(lower.queue_timeout_ms),
+            drain_timeout_s: self.drain_timeout_s.or(lower.drain_timeout_s),
+            pooling: self.pooling.or(lower.pooling),
+            ceilings: CeilingsLayer {
+                cpu_ms: self.ceilings.cpu_ms.or(lower.ceilings.cpu_ms),
+                wall_ms: self.ceilings.wall_ms.or(lower.ceilings.wall_ms),
+                memory_mib: self.ceilings.memory_mib.or(lower.ceilings.memory_mib),
+                body_mib: self.ceilings.body_mib.or(lower.ceilings.body_mib),
+                subrequests: self.ceilings.subrequests.or(lower.ceilings.subrequests),
+            },
+        }
+    }
+}
+
+/// Shortest admin token accepted: guessing one must be hopeless.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl NodeConfig {
+    /// Validates a layer (defaults fill what it leaves unset).
+    pub fn from_layer(layer: ConfigLayer) -> Result<NodeConfig, ConfigError> {
+        let address = |value: Option<String>, default: &str, key: &str, flag: &str, var: &str| {
+            let text = value.unwrap_or_else(|| default.to_string());
+            text.parse::<SocketAddr>().map_err(|e| {
+                error(
+                    format!("`{key}` (--{flag}, {var}) is {text:?}: {e}"),
+                    format!("give an IP address and port, e.g. {default:?}"),
+                )
+            })
+        };
+        let listen = address(
+            layer.listen,
+            "0.0.0.0:8080",
+            "listen",
+            "listen",
+            "VERGE_LISTEN",
+        )?;
+        let admin_listen = address(
+            layer.admin_listen,
+            "127.0.0.1:8788",
+            "admin_listen",
+            "admin-listen",
+            "VERGE_ADMIN_LISTEN",
+        )?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(error(
+                format!("`listen` and `admin_listen` are both {listen}"),
+                "the admin API needs an address of its own, e.g. admin_listen = \"127.0.0.1:8788\"",
+            ));
+        }
+
+        let store = match layer.store.as_deref() {
+            None | Some("sqlite") => StoreConfig::Sqlite,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                return Err(error(
+                    "`store` (--store, VERGE_STORE) names PostgreSQL, which this build of \
+                     the node does not support yet",
+                    "use store = \"sqlite\" (the default): one node, files in the data dir",
+                ));
+            }
+            Some(other) => {
+                return Err(error(
+                    format!("`store` (--store, VERGE_STORE) is {other:?}"),
+                    "use \"sqlite\" (the default)",
+                ));
+            }
+        };
+
+        let domain = layer
+            .domain
+            .unwrap_or_else(|| "localhost".into())
+            .to_ascii_lowercase();
+        let label_ok =
+            |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !domain.split('.').all(label_ok) {
+            return Err(error(
+                format!("`domain` (--domain, VERGE_DOMAIN) is {domain:?}, not a host name"),
+                "give the domain workers answer under, e.g. domain = \"workers.example.com\"",
+            ));
+        }
+
+        if layer.admin_tokens.is_empty() {
+            return Err(error(
+                "no admin token is set, so nobody could deploy to this node",
+                "set one with VERGE_ADMIN_TOKEN=\"$(openssl rand -hex 32)\", \
+                 --admin-token-file PATH, or [[admin_tokens]] in the config file",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for token in &layer.admin_tokens {
+            if token.token.len() < MIN_TOKEN_LEN {
+                return Err(error(
+                    format!(
+                        "admin token `{}` is {} characters; at least {MIN_TOKEN_LEN} are required",
+                        token.name,
+                        token.token.len()
+                    ),
+                    "generate one with `openssl rand -hex 32`",
+                ));
+            }
+            if token.token.bytes().any(|b| !b.is_ascii_graphic()) {
+                return Err(error(
+                    format!(
+                        "admin token `{}` contains spaces or non-ASCII characters",
+                        token.name
+                    ),
+                    "a token travels in an HTTP header: use letters, digits and punctuation",
+                ));
+            }
+            if !names.insert(token.name.as_str()) {
+                return Err(error(
+                    format!("two admin tokens are named `{}`", token.name),
+                    "give each [[admin_tokens]] entry its own name",
+                ));
+            }
+        }
+
+        let defaults = Limits::default();
+        let c = &layer.ceilings;
+        let positive = |value: Option<u64>, key: &str, flag: &str| match value {
+            Some(0) => Err(error(
+                format!("`ceilings.{key}` (--{flag}) must be at least 1"),
+                "leave it out to use the default",
+            )),
+            other => Ok(other),
+        };
+        let ceilings = Limits {
+            cpu: positive(c.cpu_ms, "cpu_ms", "max-cpu-ms")?
+                .map_or(defaults.cpu, Duration::from_millis),
+            wall: positive(c.wall_ms, "wall_ms", "max-wall-ms")?
+                .map_or(defaults.wall, Duration::from_millis),
+            memory: positive(c.memory_mib, "memory_mib", "max-memory-mib")?
+                .map_or(defaults.memory, |m| m.saturating_mul(MIB)),
+            body: positive(c.body_mib, "body_mib", "max-body-mib")?
+                .map_or(defaults.body, |m| m.saturating_mul(MIB)),
+            subrequests: c.subrequests.unwrap_or(1000),
+        };
+        if ceilings.memory > 4096 * MIB {
+            return Err(error(
+                "`ceilings.memory_mib` (--max-memory-mib) is above 4096",
+                "a wasm32 guest cannot address more than 4 GiB",
+            ));
+        }
+        let max_instances = layer.max_instances.unwrap_or(1000);
+        if max_instances == 0 {
+            return Err(error(
+                "`max_instances` (--max-instances) must be at least 1",
+                "it is how many requests may run at once; the default is 1000",
+            ));
+        }
+        Ok(NodeConfig {
+            listen,
+            admin_listen,
+            data_dir: layer
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("verge-data")),
+            store,
+            domain,
+            admin_tokens: layer.admin_tokens,
+            ceilings,
+            max_instances,
+            queue_timeout: Duration::from_millis(layer.queue_timeout_ms.unwrap_or(1000)),
+            drain_timeout: Duration::from_secs(layer.drain_timeout_s.unwrap_or(30)),
+            pooling: layer.pooling.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(name: &str) -> AdminToken {
+        AdminToken {
+            name: name.into(),
+            token: "0123456789abcdef0123".into(),
+            read_only: false,
+        }
+    }
+
+    fn layer() -> ConfigLayer {
+        ConfigLayer {
+            admin_tokens: vec![token("ops")],
+            ..ConfigLayer::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_an_almost_empty_layer() {
+        let config = NodeConfig::from_layer(layer()).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:8788");
+        assert_eq!(config.domain, "localhost");
+        assert_eq!(config.ceilings.cpu, Duration::from_millis(50));
+        assert_eq!(config.store, StoreConfig::Sqlite);
+    }
+
+    #[test]
+    fn upper_layers_win_and_the_file_fills_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndomain = \"w.example.com\"\n\
+             [[admin_tokens]]\nname = \"ci\"\ntoken = \"0123456789abcdef\"\nread_only = true\n\
+             [ceilings]\ncpu_ms = 200\n",
+        )
+        .unwrap();
+        let file = ConfigLayer::from_file(&path).unwrap();
+        let flags = ConfigLayer {
+            listen: Some("127.0.0.1:9001".into()),
+            ..ConfigLayer::default()
+        };
+        let config = NodeConfig::from_layer(flags.over(file)).unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.domain, "w.example.com");
+        assert_eq!(config.ceilings.cpu, Duration::from_millis(200));
+        assert_eq!(config.admin_tokens[0].name, "ci");
+        assert!(config.admin_tokens[0].read_only);
+
+        let with_env = ConfigLayer {
+            admin_tokens: vec![token("env")],
+            ..ConfigLayer::default()
+        };
+        let config =
+            NodeConfig::from_layer(with_env.over(ConfigLayer::from_file(&path).unwrap())).unwrap();
+        let names: Vec<&str> = config
+            .admin_tokens
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["env", "ci"]);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n").unwrap();
+        let e = ConfigLayer::from_file(&path).unwrap_err();
+        assert!(e.message.contains("node.toml:2"), "{e}");
+        assert!(e.message.contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let cases: Vec<(ConfigLayer, &str)> = vec![
+            (ConfigLayer::default(), "VERGE_ADMIN_TOKEN"),
+            (
+                ConfigLayer {
+                    admin_tokens: vec![AdminToken {
+                        token: "short".into(),
+                        ..token("ops")
+                    }],
+                    ..ConfigLayer::default()
+                },
+                "at least 16",
+            ),
+            (
+                ConfigLayer {
+                    admin_tokens: vec![token("a"), token("a")],
+                    ..ConfigLayer::default()
+                },
+                "two admin tokens",
+            ),
+            (
+                ConfigLayer {
+                    listen: Some("8080".into()),
+                    ..layer()
+                },
+                "VERGE_LISTEN",
+            ),
+            (
+                ConfigLayer {
+                    store: Some("postgres://db/verge".into()),
+                    ..layer()
+                },
+                "store = \"sqlite\"",
+            ),
+            (
+                ConfigLayer {
+                    domain: Some("bad domain".into()),
+                    ..layer()
+                },
+                "domain",
+            ),
+            (
+                ConfigLayer {
+                    ceilings: CeilingsLayer {
+                        cpu_ms: Some(0),
+                        ..CeilingsLayer::default()
+                    },
+                    ..layer()
+                },
+                "--max-cpu-ms",
+            ),
+            (
+                ConfigLayer {
+                    listen: Some("127.0.0.1:9000".into()),
+                    admin_listen: Some("127.0.0.1:9000".into()),
+                    ..layer()
+                },
+                "address of its own",
+            ),
+        ];
+        for (layer, expected) in cases {
+            let e = NodeConfig::from_layer(layer).unwrap_err().to_string();
+            assert!(e.contains(expected), "expected {expected:?} in: {e}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! A Verge node: many workers behind one data-plane address, routed by host
+//! and route pattern, managed through the admin API.
+//!
+//! [`NodeConfig`] is the operator's configuration; [`Node`] holds the
+//! runtime, the stores and the [`Registry`] of workers taking traffic, and
+//! performs deploys, rollbacks and secret changes; [`serve`] runs the data
+//! plane and the admin API until shutdown. The CLI's `verge serve` is a thin
+//! layer over this crate; so is `verge dev`'s manifest handling ([`spec`]).
+
+pub mod admin;
+pub mod config;
+mod node;
+pub mod registry;
+mod serve;
+pub mod spec;
+
+pub use config::{AdminToken, ConfigError, ConfigLayer, NodeConfig, StoreConfig};
+pub use node::{DeployRequest, Deployed, Node, NodeError, Stores};
+pub use registry::Registry;
+pub use serve::{Bound, bind, open_stores, serve};

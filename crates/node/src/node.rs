@@ -1,0 +1,558 @@
+//! A node: the runtime, the stores, the workers it serves, and the
+//! operations that change them. Every change is validated in full before
+//! anything is stored or swapped in, so a failed deploy leaves the running
+//! version untouched.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use verge_deploy::{
+    Canary, DeployStore, Deployment, SecretStore, StoreError, Version, short_id, version_id,
+};
+use verge_kv::{Clock, KvStore, Namespace};
+use verge_manifest::Manifest;
+use verge_runtime::{
+    KvBindings, LoadError, MAX_COMPONENT_SIZE, RequestSink, Runtime, RuntimeConfig, Worker,
+    component_hash,
+};
+
+use crate::config::NodeConfig;
+use crate::registry::{Live, Registry};
+use crate::spec::worker_spec;
+
+/// Why a change to the node was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request itself is wrong; `help` says how to fix it.
+    #[error("{message}")]
+    Invalid { message: String, help: String },
+    /// Something the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with another worker.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(message: impl Into<String>, help: impl Into<String>) -> NodeError {
+    NodeError::Invalid {
+        message: message.into(),
+        help: help.into(),
+    }
+}
+
+impl From<verge_kv::KvError> for NodeError {
+    fn from(e: verge_kv::KvError) -> NodeError {
+        NodeError::Store(StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// What the node's stores are.
+pub struct Stores {
+    pub deploys: Arc<dyn DeployStore>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub kv: Arc<dyn KvStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A deploy as the admin API receives it.
+pub struct DeployRequest {
+    pub worker: String,
+    /// The hash of a component uploaded before.
+    pub component: String,
+    /// The `verge.toml` text.
+    pub manifest: String,
+    /// Send this share of requests to the new version and the rest to the
+    /// current one; `None` or 100 makes it take all traffic.
+    pub percentage: Option<u8>,
+    pub author: String,
+}
+
+/// What a deploy did.
+pub struct Deployed {
+    pub version: Version,
+    /// `false` when this exact version had been deployed before.
+    pub new_version: bool,
+    pub deployment: Deployment,
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub runtime: Arc<Runtime>,
+    pub registry: Arc<Registry>,
+    stores: Stores,
+    /// Deploys, rollbacks and secret changes happen one at a time, so each
+    /// validates against the state it will replace.
+    changing: tokio::sync::Mutex<()>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Node {
+    /// Starts the runtime and serves every worker the stores hold. A worker
+    /// that can no longer load (its component does not compile on this
+    /// build, say) is logged and left out; the others serve.
+    pub async fn start(
+        config: NodeConfig,
+        stores: Stores,
+        sink: Arc<dyn RequestSink>,
+    ) -> anyhow::Result<Arc<Node>> {
+        let runtime = Runtime::new(RuntimeConfig {
+            ceilings: config.ceilings,
+            max_instances: config.max_instances,
+            queue_timeout: config.queue_timeout,
+            pooling: config.pooling,
+            cache_dir: Some(config.data_dir.join("compiled")),
+            sink,
+            ..RuntimeConfig::default()
+        })?;
+        let node = Arc::new(Node {
+            registry: Arc::new(Registry::new(&config.domain)),
+            config,
+            runtime,
+            stores,
+            changing: tokio::sync::Mutex::new(()),
+        });
+        for deployment in node.stores.deploys.deployments().await? {
+            let worker = deployment.worker.clone();
+            match node.activate(&deployment, None, HashMap::new()).await {
+                Ok(live) => node.registry.insert(&worker, live),
+                Err(e) => tracing::error!(worker, "cannot serve the deployed version: {e}"),
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// Stores an uploaded component under its hash, checking `expected` if
+    /// the uploader named one.
+    pub async fn put_component(&self, expected: &str, bytes: Bytes) -> Result<String, NodeError> {
+        if bytes.len() > MAX_COMPONENT_SIZE {
+            return Err(invalid(
+                format!(
+                    "the component is {} bytes, above the limit of {MAX_COMPONENT_SIZE}",
+                    bytes.len()
+                ),
+                "build in release mode and strip it (`[profile.release] strip = true`)",
+            ));
+        }
+        let hash = component_hash(&bytes);
+        if hash != expected {
+            return Err(invalid(
+                format!("the uploaded bytes hash to {hash}, not {expected}"),
+                "upload to /v1/components/{SHA-256 of the bytes}; the upload may have been cut short",
+            ));
+        }
+        self.stores.deploys.put_blob(&hash, bytes).await?;
+        Ok(hash)
+    }
+
+    /// Validates and deploys a version: see [`DeployRequest`].
+    pub async fn deploy(&self, request: DeployRequest) -> Result<Deployed, NodeError> {
+        let _changing = self.changing.lock().await;
+        let manifest = parse_manifest(&request.manifest)?;
+        if manifest.name != request.worker {
+            return Err(invalid(
+                format!(
+                    "the manifest names worker `{}`, but this deploy is for `{}`",
+                    manifest.name, request.worker
+                ),
+                "deploy to the worker the manifest names, or change `name` in verge.toml",
+            ));
+        }
+        if let Some((route, owner)) = self
+            .registry
+            .route_conflict(&request.worker, &manifest.routes)
+        {
+            return Err(NodeError::Conflict(format!(
+                "route `{route}` is already served by worker `{owner}`; \
+                 remove it from one of the two manifests"
+            )));
+        }
+        let percentage = match request.percentage {
+            None | Some(100) => None,
+            Some(p @ 1..=99) => Some(p),
+            Some(p) => {
+                return Err(invalid(
+                    format!("percentage {p} is outside 1..=100"),
+                    "give the share of requests the new version takes, e.g. 10",
+                ));
+            }
+        };
+        let Some(bytes) = self.stores.deploys.blob(&request.component).await? else {
+            return Err(invalid(
+                format!("no component with hash {} was uploaded", request.component),
+                "upload it first: PUT /v1/components/{hash} with the .wasm as the body",
+            ));
+        };
+        let version = Version {
+            id: version_id(&request.component, &request.manifest),
+            worker: request.worker.clone(),
+            component: request.component.clone(),
+            manifest: request.manifest.clone(),
+            size: bytes.len() as u64,
+            created_at: now_ms(),
+            author: request.author.clone(),
+        };
+        let current = self.registry.get(&request.worker);
+        let deployment = match (&current, percentage) {
+            (Some(live), Some(percent)) => {
+                if live.deployment.stable == version.id {
+                    return Err(invalid(
+                        format!(
+                            "version {} already takes the traffic the canary does not",
+                            short_id(&version.id)
+                        ),
+                        "deploy a different version as the canary, or without --percentage",
+                    ));
+                }
+                Deployment {
+                    worker: request.worker.clone(),
+                    stable: live.deployment.stable.clone(),
+                    canary: Some(Canary {
+                        version: version.id.clone(),
+                        percent,
+                    }),
+                    updated_at: now_ms(),
+                    author: request.author.clone(),
+                }
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    format!(
+                        "worker `{}` has no version deployed to share traffic with",
+                        request.worker
+                    ),
+                    "deploy the first version without --percentage",
+                ));
+            }
+            (_, None) => Deployment {
+                worker: request.worker.clone(),
+                stable: version.id.clone(),
+                canary: None,
+                updated_at: now_ms(),
+                author: request.author.clone(),
+            },
+        };
+        // Load first: nothing is stored or swapped unless it can serve.
+        let loaded = self
+            .load_version(&version, &manifest, bytes.to_vec())
+            .await?;
+        let fresh = HashMap::from([(version.id.clone(), (loaded, manifest))]);
+        let live = self
+            .activate(&deployment, current.as_deref(), fresh)
+            .await?;
+        let new_version = self.stores.deploys.add_version(&version).await?;
+        let version = if new_version {
+            version
+        } else {
+            // Keep the first deploy's record (its time and author).
+            self.find_version(&request.worker, &version.id).await?
+        };
+        self.stores.deploys.set_deployment(&deployment).await?;
+        self.registry.insert(&request.worker, live);
+        Ok(Deployed {
+            version,
+            new_version,
+            deployment,
+        })
+    }
+
+    /// Makes `version` (an id or a unique prefix of one; by default the
+    /// version deployed before the current one) take all of a worker's
+    /// traffic, ending any gradual rollout.
+    pub async fn rollback(
+        &self,
+        worker: &str,
+        version: Option<&str>,
+        author: &str,
+    ) -> Result<(Deployment, Version), NodeError> {
+        let _changing = self.changing.lock().await;
+        let current = self
+            .registry
+            .get(worker)
+            .ok_or_else(|| not_deployed(worker))?;
+        let versions = self.stores.deploys.versions(worker).await?;
+        let target = match version {
+            Some(wanted) => resolve(&versions, wanted)?,
+            None => {
+                let position = versions
+                    .iter()
+                    .position(|v| v.id == current.deployment.stable)
+                    .ok_or_else(|| {
+                        NodeError::NotFound("the current version is not recorded".into())
+                    })?;
+                versions.get(position + 1).cloned().ok_or_else(|| {
+                    invalid(
+                        format!(
+                            "version {} is the oldest of `{worker}`; there is nothing before it",
+                            short_id(&current.deployment.stable)
+                        ),
+                        "name a version to roll to: `verge versions` lists them",
+                    )
+                })?
+            }
+        };
+        let deployment = Deployment {
+            worker: worker.to_string(),
+            stable: target.id.clone(),
+            canary: None,
+            updated_at: now_ms(),
+            author: author.to_string(),
+        };
+        let live = self
+            .activate(&deployment, Some(&current), HashMap::new())
+            .await?;
+        self.stores.deploys.set_deployment(&deployment).await?;
+        self.registry.insert(worker, live);
+        Ok((deployment, target))
+    }
+
+    /// Stops serving a worker and forgets its versions and secrets.
+    pub async fn delete_worker(&self, worker: &str) -> Result<(), NodeError> {
+        let _changing = self.changing.lock().await;
+        if !self.stores.deploys.delete_worker(worker).await? {
+            return Err(not_deployed(worker));
+        }
+        self.registry.remove(worker);
+        Ok(())
+    }
+
+    /// A worker's versions, newest first.
+    pub async fn versions(&self, worker: &str) -> Result<Vec<Version>, NodeError> {
+        let versions = self.stores.deploys.versions(worker).await?;
+        if versions.is_empty() {
+            return Err(not_deployed(worker));
+        }
+        Ok(versions)
+    }
+
+    /// Sets a secret and restarts the worker's versions with it.
+    pub async fn put_secret(&self, worker: &str, name: &str, value: &str) -> Result<(), NodeError> {
+        check_secret_name(name)?;
+        verge_manifest::check_worker_name(worker).map_err(|why| {
+            invalid(
+                format!("invalid worker name {worker:?}: {why}"),
+                "use lowercase letters, digits and `-`",
+            )
+        })?;
+        let _changing = self.changing.lock().await;
+        self.stores.secrets.put_secret(worker, name, value).await?;
+        self.reload_env(worker).await
+    }
+
+    /// Deletes a secret and restarts the worker's versions without it.
+    pub async fn delete_secret(&self, worker: &str, name: &str) -> Result<(), NodeError> {
+        let _changing = self.changing.lock().await;
+        if !self.stores.secrets.delete_secret(worker, name).await? {
+            return Err(NodeError::NotFound(format!(
+                "worker `{worker}` has no secret named `{name}`"
+            )));
+        }
+        self.reload_env(worker).await
+    }
+
+    /// Rebuilds a served worker's instances' environment after a secret
+    /// changed. The compiled code comes from the cache, so this is quick.
+    async fn reload_env(&self, worker: &str) -> Result<(), NodeError> {
+        if let Some(current) = self.registry.get(worker) {
+            let live = self
+                .activate(&current.deployment, None, HashMap::new())
+                .await?;
+            self.registry.insert(worker, live);
+        }
+        Ok(())
+    }
+
+    async fn find_version(&self, worker: &str, id: &str) -> Result<Version, NodeError> {
+        let versions = self.stores.deploys.versions(worker).await?;
+        resolve(&versions, id)
+    }
+
+    /// Loads every version `deployment` sends traffic to. `current` is the
+    /// worker's entry now, whose loaded versions are reused (the caller
+    /// passes it only when their environment cannot have changed);
+    /// `fresh` holds versions just loaded, with their manifests.
+    async fn activate(
+        &self,
+        deployment: &Deployment,
+        current: Option<&Live>,
+        mut fresh: HashMap<String, (Arc<Worker>, Manifest)>,
+    ) -> Result<Live, NodeError> {
+        let mut reusable = HashMap::new();
+        if let Some(live) = current {
+            reusable.insert(live.deployment.stable.clone(), live.stable.clone());
+            if let (Some(canary), Some((worker, _))) = (&live.deployment.canary, &live.canary) {
+                reusable.insert(canary.version.clone(), worker.clone());
+            }
+        }
+        let mut get = async |id: &str| -> Result<(Arc<Worker>, Manifest), NodeError> {
+            if let Some(loaded) = fresh.remove(id) {
+                return Ok(loaded);
+            }
+            let version = self.find_version(&deployment.worker, id).await?;
+            let manifest = parse_manifest(&version.manifest)?;
+            if let Some(worker) = reusable.remove(id) {
+                return Ok((worker, manifest));
+            }
+            let bytes = self
+                .stores
+                .deploys
+                .blob(&version.component)
+                .await?
+                .ok_or_else(|| {
+                    NodeError::NotFound(format!(
+                        "the component of version {} is missing from the store",
+                        short_id(id)
+                    ))
+                })?;
+            let worker = self
+                .load_version(&version, &manifest, bytes.to_vec())
+                .await?;
+            Ok((worker, manifest))
+        };
+        let (stable, manifest) = get(&deployment.stable).await?;
+        let canary = match &deployment.canary {
+            Some(c) => Some((get(&c.version).await?.0, c.percent)),
+            None => None,
+        };
+        // Routes follow the stable version's manifest; a canary that changes
+        // routes takes them over when it is promoted.
+        Ok(Live::new(
+            deployment.clone(),
+            manifest.routes,
+            stable,
+            canary,
+        ))
+    }
+
+    /// Compiles (or takes from the cache) and links one version, with the
+    /// worker's secrets and KV bindings.
+    async fn load_version(
+        &self,
+        version: &Version,
+        manifest: &Manifest,
+        component: Vec<u8>,
+    ) -> Result<Arc<Worker>, NodeError> {
+        let kv = self.kv_bindings(manifest).await?;
+        let secrets = self.stores.secrets.secrets(&version.worker).await?;
+        let spec = worker_spec(manifest, component, &secrets, kv, false);
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(spec))
+            .await
+            .map_err(|e| invalid(format!("loading the component failed: {e}"), "retry"))?;
+        match loaded {
+            Ok((worker, _)) => Ok(Arc::new(worker)),
+            Err(e) => Err(load_error(e)),
+        }
+    }
+
+    /// The namespaces a manifest binds, which must exist.
+    async fn kv_bindings(&self, manifest: &Manifest) -> Result<KvBindings, NodeError> {
+        if manifest.kv_namespaces.is_empty() {
+            return Ok(KvBindings::default());
+        }
+        let existing = self.stores.kv.namespaces().await?;
+        let mut bindings = HashMap::new();
+        for kv in &manifest.kv_namespaces {
+            if !existing.contains(&kv.namespace) {
+                return Err(invalid(
+                    format!(
+                        "KV namespace `{}` (binding {}) does not exist on this node",
+                        kv.namespace, kv.binding
+                    ),
+                    format!(
+                        "create it first: verge kv namespace create {} --remote",
+                        kv.namespace
+                    ),
+                ));
+            }
+            bindings.insert(
+                kv.binding.clone(),
+                Namespace::new(
+                    self.stores.kv.clone(),
+                    &kv.namespace,
+                    self.stores.clock.clone(),
+                ),
+            );
+        }
+        Ok(Arc::new(bindings))
+    }
+}
+
+fn not_deployed(worker: &str) -> NodeError {
+    NodeError::NotFound(format!(
+        "no worker named `{worker}` is deployed on this node"
+    ))
+}
+
+/// A manifest as deployed: its text alone, with no directory around it.
+fn parse_manifest(text: &str) -> Result<Manifest, NodeError> {
+    Manifest::parse(text, Path::new(verge_manifest::FILE_NAME)).map_err(|e| NodeError::Invalid {
+        message: e.to_string(),
+        help: e
+            .help
+            .clone()
+            .unwrap_or_else(|| "fix verge.toml and deploy again".into()),
+    })
+}
+
+/// The version `wanted` names: a full id or a unique prefix of at least 4.
+fn resolve(versions: &[Version], wanted: &str) -> Result<Version, NodeError> {
+    let wanted = wanted.to_ascii_lowercase();
+    if wanted.len() < 4 {
+        return Err(invalid(
+            format!("version `{wanted}` is too short to name one"),
+            "give at least 4 characters of the id `verge versions` shows",
+        ));
+    }
+    let mut matches = versions.iter().filter(|v| v.id.starts_with(&wanted));
+    match (matches.next(), matches.next()) {
+        (Some(v), None) => Ok(v.clone()),
+        (None, _) => Err(NodeError::NotFound(format!("no version `{wanted}`"))),
+        (Some(_), Some(_)) => Err(invalid(
+            format!("`{wanted}` names more than one version"),
+            "give more characters of the id",
+        )),
+    }
+}
+
+fn check_secret_name(name: &str) -> Result<(), NodeError> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            format!("invalid secret name {name:?}"),
+            "use letters, digits and `_`, not starting with a digit, e.g. API_TOKEN",
+        ))
+    }
+}
+
+fn load_error(e: LoadError) -> NodeError {
+    let help = match &e {
+        LoadError::Compile(_) => "upload the .wasm that `verge build` produced",
+        LoadError::UnknownImport { .. } | LoadError::Link(_) => {
+            "build the worker for wasm32-wasip2 against the wasi:http/proxy world"
+        }
+        LoadError::TooLarge { .. } => "strip the component or trim its dependencies",
+        LoadError::Limits(_) => {
+            "lower the limit in verge.toml [limits], or ask the operator to raise the ceiling"
+        }
+    };
+    invalid(e.to_string(), help)
+}

@@ -1,0 +1,226 @@
+//! The workers a node serves now, and which one a request goes to.
+//!
+//! The table is copied on write and swapped whole: a deploy builds the new
+//! table beside the old and puts it in place with one pointer store, so a
+//! request sees either the old version or the new, never a mix, and routing
+//! takes a read lock only long enough to clone an `Arc`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use http::Request;
+use verge_deploy::Deployment;
+use verge_manifest::RoutePattern;
+use verge_runtime::Worker;
+use verge_runtime::server::Dispatch;
+
+/// A worker taking traffic: its deployment and the loaded versions in it.
+pub struct Live {
+    pub deployment: Deployment,
+    pub routes: Vec<RoutePattern>,
+    pub stable: Arc<Worker>,
+    /// The version in gradual rollout and its percentage.
+    pub canary: Option<(Arc<Worker>, u8)>,
+    counter: AtomicU64,
+}
+
+impl Live {
+    pub fn new(
+        deployment: Deployment,
+        routes: Vec<RoutePattern>,
+        stable: Arc<Worker>,
+        canary: Option<(Arc<Worker>, u8)>,
+    ) -> Live {
+        Live {
+            deployment,
+            routes,
+            stable,
+            canary,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The version that serves the next request. The split follows a
+    /// counter rather than a coin: request `n` goes to the canary when
+    /// `n * 37 mod 100` is below its percentage, and 37 is coprime with 100,
+    /// so every 100 consecutive requests give the canary exactly its share,
+    /// spread out instead of in one run.
+    pub fn pick(&self) -> &Arc<Worker> {
+        match &self.canary {
+            None => &self.stable,
+            Some((canary, percent)) => {
+                let n = self.counter.fetch_add(1, Ordering::Relaxed);
+                if (n % 100) * 37 % 100 < u64::from(*percent) {
+                    canary
+                } else {
+                    &self.stable
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Table {
+    workers: HashMap<String, Arc<Live>>,
+    /// Every worker's routes, most specific first.
+    routes: Vec<(RoutePattern, String)>,
+}
+
+/// The workers of a node, by name and by route.
+pub struct Registry {
+    table: RwLock<Arc<Table>>,
+    /// Workers answer at `NAME.<domain>`; stored with a leading dot.
+    domain_suffix: String,
+}
+
+impl Registry {
+    pub fn new(domain: &str) -> Registry {
+        Registry {
+            table: RwLock::new(Arc::default()),
+            domain_suffix: format!(".{domain}"),
+        }
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Table)) {
+        let mut slot = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let mut table = Table::clone(&slot);
+        change(&mut table);
+        table.routes = table
+            .workers
+            .iter()
+            .flat_map(|(name, live)| live.routes.iter().map(|r| (r.clone(), name.clone())))
+            .collect();
+        table
+            .routes
+            .sort_by_key(|(route, _)| std::cmp::Reverse(route.specificity()));
+        *slot = Arc::new(table);
+    }
+
+    /// Puts `live` in place of the worker's current entry, if any.
+    pub fn insert(&self, name: &str, live: Live) {
+        let live = Arc::new(live);
+        self.update(|table| {
+            table.workers.insert(name.to_string(), live);
+        });
+    }
+
+    /// Stops serving a worker; `false` if it was not served.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut removed = false;
+        self.update(|table| removed = table.workers.remove(name).is_some());
+        removed
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Live>> {
+        self.table().workers.get(name).cloned()
+    }
+
+    /// How many workers are served.
+    pub fn len(&self) -> usize {
+        self.table().workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every worker, by name.
+    pub fn all(&self) -> Vec<(String, Arc<Live>)> {
+        let mut all: Vec<_> = self
+            .table()
+            .workers
+            .iter()
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// A route of another worker identical to one of `routes`, with that
+    /// worker's name.
+    pub fn route_conflict(
+        &self,
+        worker: &str,
+        routes: &[RoutePattern],
+    ) -> Option<(RoutePattern, String)> {
+        self.table()
+            .routes
+            .iter()
+            .find(|(route, owner)| owner != worker && routes.contains(route))
+            .cloned()
+    }
+
+    /// The worker for `host` (lowercase, no port) and `path`, or why none.
+    pub fn find(&self, host: &str, path: &str) -> Result<Arc<Live>, String> {
+        let table = self.table();
+        if let Some((_, name)) = table.routes.iter().find(|(r, _)| r.matches(host, path))
+            && let Some(live) = table.workers.get(name)
+        {
+            return Ok(live.clone());
+        }
+        if let Some(name) = host.strip_suffix(&self.domain_suffix) {
+            return table
+                .workers
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("no worker named `{name}` is deployed on this node"));
+        }
+        Err(format!(
+            "no worker serves {host}{path}: workers answer at NAME{} and at the routes in their verge.toml",
+            self.domain_suffix
+        ))
+    }
+}
+
+/// The host a request is for: the `Host` header (or the URI's authority),
+/// lowercase, without port or trailing dot.
+pub fn request_host<B>(request: &Request<B>) -> String {
+    let raw = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let host = if raw.starts_with('[') {
+        // An IPv6 literal: keep the brackets' content.
+        raw.split(']').next().unwrap_or("").trim_start_matches('[')
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Dispatch for Registry {
+    fn route(&self, request: &Request<hyper::body::Incoming>) -> Result<Arc<Worker>, String> {
+        let host = request_host(request);
+        let live = self.find(&host, request.uri().path())?;
+        Ok(live.pick().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_port_case_and_trailing_dot() {
+        let request = |host: &str| Request::builder().header("host", host).body(()).unwrap();
+        assert_eq!(
+            request_host(&request("Api.Example.com:8080")),
+            "api.example.com"
+        );
+        assert_eq!(request_host(&request("example.com.")), "example.com");
+        assert_eq!(request_host(&request("[::1]:8080")), "::1");
+        let no_header = Request::builder()
+            .uri("http://h.example:1/x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&no_header), "h.example");
+    }
+}

@@ -1,0 +1,115 @@
+//! Running a node: open the stores, bind both addresses, serve until told
+//! to stop, then drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use verge_runtime::server::{ServeOptions, serve as serve_data};
+
+use crate::admin::{self, AdminState};
+use crate::config::{NodeConfig, StoreConfig};
+use crate::node::{Node, Stores};
+
+/// The node's stores, as its config names them.
+pub fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
+    match config.store {
+        StoreConfig::Sqlite => {
+            let clock: Arc<dyn verge_kv::Clock> = Arc::new(verge_kv::SystemClock);
+            let kv_path = config.data_dir.join("kv.db");
+            let kv = verge_kv_sqlite::SqliteStore::open(&kv_path, clock.clone())
+                .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
+            let control_path = config.data_dir.join("control.db");
+            let control =
+                verge_kv_sqlite::SqliteControl::open(&control_path).with_context(|| {
+                    format!(
+                        "cannot open the deployment store {}",
+                        control_path.display()
+                    )
+                })?;
+            Ok(Stores {
+                deploys: Arc::new(control.clone()),
+                secrets: Arc::new(control),
+                kv: Arc::new(kv),
+                clock,
+            })
+        }
+    }
+}
+
+/// The node's two listeners.
+pub struct Bound {
+    pub data: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Bound {
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+}
+
+/// Binds the data-plane and admin addresses.
+pub async fn bind(config: &NodeConfig) -> anyhow::Result<Bound> {
+    let data = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (`listen`, --listen, VERGE_LISTEN)",
+            config.listen
+        )
+    })?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (`admin_listen`, --admin-listen, VERGE_ADMIN_LISTEN)",
+                config.admin_listen
+            )
+        })?;
+    Ok(Bound { data, admin })
+}
+
+/// Serves the data plane and the admin API until `shutdown` resolves, then
+/// lets requests in flight finish. Returns whether they all did in time.
+pub async fn serve(node: Arc<Node>, bound: Bound, shutdown: impl Future<Output = ()>) -> bool {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let state = Arc::new(AdminState {
+        node: node.clone(),
+        data_addr: bound.data_addr(),
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin = axum::serve(bound.admin, admin::router(state))
+        .with_graceful_shutdown(wait(stopped.clone()));
+    let admin = tokio::spawn(async move {
+        if let Err(e) = admin.await {
+            tracing::error!("the admin API stopped: {e}");
+        }
+    });
+    let options = ServeOptions {
+        drain_timeout: node.config.drain_timeout,
+        ..ServeOptions::default()
+    };
+    let data = serve_data(bound.data, node.registry.clone(), options, wait(stopped));
+    tokio::pin!(data);
+    let drained = tokio::select! {
+        () = shutdown => {
+            let _ = stop.send(true);
+            (&mut data).await
+        }
+        drained = &mut data => drained,
+    };
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(node.config.drain_timeout, admin).await;
+    drained
+}
