@@ -1,448 +1,269 @@
-//! `verge serve` as a real process, driven by the CLI (`verge deploy`,
-//! `versions`, `rollback`, `secret`) and over HTTP: deploys, versions,
-//! rollback, gradual rollout, validation, tokens, secrets and routing.
+//! `verge dev` serving real components: responses, streaming, logs,
+//! variables, the compile cache, instance reuse and graceful shutdown.
 
 mod common;
 
-use std::path::Path;
+use std::io::Read;
+use std::time::{Duration, Instant};
 
-use common::node::{Node, TOKEN, fixtures, rewrite, worker};
-use common::{KV_FIXTURE, succeed};
-use serde_json::{Value, json};
+use common::{Dev, Reply, agent, project, verge};
 
-fn json_of(reply: &common::Reply) -> Value {
-    serde_json::from_slice(reply.body.as_ref().expect("body"))
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.text()))
-}
-
-/// Deploys the project in `dir` with the CLI; returns what it printed.
-fn deploy(node: &Node, dir: &Path, extra_args: &[&str]) -> String {
-    succeed(node.cli().arg("deploy").arg(dir).args(extra_args))
-}
-
-/// Deploys and expects a refusal; returns the CLI's stderr.
-fn deploy_refused(node: &Node, dir: &Path) -> String {
-    let output = node.cli().arg("deploy").arg(dir).output().unwrap();
-    assert!(!output.status.success(), "the deploy went through");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Which `VERSION` var the worker `name` answers with.
-fn version_of(node: &Node, name: &str) -> String {
-    let reply = node.get(&format!("{name}.localhost"), "/env?name=VERSION");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.text()
+#[test]
+fn hello_answers_with_timing_and_logs_the_guest_output() {
+    let dev = Dev::fixtures("", &[]);
+    let reply = dev.get("/hello");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello from fixtures\n");
+    let timing = reply.header("server-timing").expect("Server-Timing header");
+    assert!(
+        timing.starts_with("cpu;dur=") && timing.contains(", total;dur="),
+        "{timing}"
+    );
+    let entry = dev.log_entry(&format!("id={}", reply.request_id()));
+    assert!(entry[0].starts_with("GET /hello 200 cpu="), "{entry:?}");
+    assert_eq!(entry[1..], ["  out saying hello", "  err to stderr too"]);
 }
 
 #[test]
-fn deploy_update_roll_back_and_delete_survive_a_restart() {
-    let node = Node::start(&[]);
-    let project = worker("app", &fixtures(), "[vars]\nVERSION = \"one\"\n");
-    let printed = deploy(&node, project.path(), &[]);
-    assert!(printed.contains("Deployed app version"), "{printed}");
-    assert!(printed.contains("to all traffic"), "{printed}");
-    let port = node.data.rsplit(':').next().unwrap();
-    assert!(
-        printed.contains(&format!("http://app.localhost:{port}")),
-        "{printed}"
-    );
-    assert_eq!(version_of(&node, "app"), "one");
-
-    // The same content deploys to the same version.
-    let again = deploy(&node, project.path(), &[]);
-    let id = |text: &str| text.split_whitespace().nth(3).unwrap().to_string();
-    assert_eq!(id(&printed), id(&again));
-
-    rewrite(
-        project.path(),
-        "app",
-        &fixtures(),
-        "[vars]\nVERSION = \"two\"\n",
-    );
-    let second = deploy(&node, project.path(), &[]);
-    assert_ne!(id(&printed), id(&second));
-    assert_eq!(version_of(&node, "app"), "two");
-
-    let versions = succeed(node.cli().args(["versions", "--name", "app"]));
-    let rows: Vec<&str> = versions.lines().skip(1).collect();
-    assert_eq!(rows.len(), 2, "{versions}");
-    assert!(
-        rows[0].starts_with(&id(&second)) && rows[0].ends_with("100%"),
-        "{versions}"
-    );
-    assert!(
-        rows[1].starts_with(&id(&printed)) && rows[1].ends_with('-'),
-        "{versions}"
-    );
-    assert!(
-        rows[0].contains("admin"),
-        "the author is the token's name: {versions}"
-    );
-
-    let rolled = succeed(node.cli().args(["rollback", "--name", "app"]));
-    assert!(rolled.contains(&id(&printed)), "{rolled}");
-    assert_eq!(version_of(&node, "app"), "one");
-    succeed(
-        node.cli()
-            .args(["rollback", "--name", "app", &id(&second)[..6]]),
-    );
-    assert_eq!(version_of(&node, "app"), "two");
-
-    // A restart serves what was deployed, from the store.
-    let dir = node.stop();
-    let node = Node::start_in(dir, &[]);
-    assert_eq!(version_of(&node, "app"), "two");
-
-    let deleted = node.admin_call("DELETE", "/v1/workers/app", Some(TOKEN), None);
-    assert_eq!(deleted.status, 204, "{}", deleted.text());
-    let gone = node.get("app.localhost", "/env?name=VERSION");
-    assert_eq!(gone.status, 404);
-    assert!(
-        gone.text().contains("no worker named `app`"),
-        "{}",
-        gone.text()
-    );
-    let versions = node
-        .cli()
-        .args(["versions", "--name", "app"])
-        .output()
-        .unwrap();
-    assert!(!versions.status.success());
+fn a_component_built_with_other_bindings_runs_unmodified() {
+    let dev = Dev::start(project(common::WSTD_HELLO, ""), &[]);
+    let reply = dev.get("/some/path");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello from wstd at /some/path\n");
 }
 
 #[test]
-fn a_percentage_rollout_splits_traffic_and_a_full_deploy_ends_it() {
-    let node = Node::start(&[]);
-    let project = worker("split", &fixtures(), "[vars]\nVERSION = \"stable\"\n");
-    deploy(&node, project.path(), &[]);
-    rewrite(
-        project.path(),
-        "split",
-        &fixtures(),
-        "[vars]\nVERSION = \"canary\"\n",
-    );
-    let printed = deploy(&node, project.path(), &["--percentage", "20"]);
-    assert!(printed.contains("to 20% of traffic"), "{printed}");
-
-    let total = 500;
-    let canary = (0..total)
-        .filter(|_| version_of(&node, "split") == "canary")
-        .count();
-    let share = canary as f64 / total as f64;
-    assert!((0.17..=0.23).contains(&share), "canary share {share}");
-
-    let versions: Value = serde_json::from_str(&succeed(
-        node.cli().args(["versions", "--name", "split", "--json"]),
-    ))
-    .unwrap();
-    let percents: Vec<u64> = versions["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["traffic_percent"].as_u64().unwrap())
+fn echo_streams_a_multi_mebibyte_body_both_ways() {
+    // Streaming is measured here, not CPU: a debug build copies slowly.
+    let dev = Dev::fixtures("[limits]\ncpu_ms = 2000\n", &["--max-cpu-ms", "2000"]);
+    let body: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    assert_eq!(percents, [20, 80], "newest first");
-
-    deploy(&node, project.path(), &["--percentage", "100"]);
-    assert!((0..50).all(|_| version_of(&node, "split") == "canary"));
+    // A reader without a length makes the client send chunked frames.
+    let reply = dev.post_streamed("/echo", &body);
+    assert_eq!(reply.status, 200);
+    let echoed = reply.body.unwrap();
+    assert_eq!(echoed.len(), body.len());
+    assert!(echoed == body, "echoed bytes differ");
 }
 
 #[test]
-fn invalid_deploys_are_refused_and_the_running_version_keeps_serving() {
-    let node = Node::start(&["--max-cpu-ms", "100"]);
-    let good = worker(
-        "app",
-        &fixtures(),
-        "routes = [\"shop.test/*\"]\n[vars]\nVERSION = \"good\"\n",
-    );
-    deploy(&node, good.path(), &[]);
-
-    let junk = good.path().join("junk.wasm");
-    std::fs::write(&junk, b"this is not a component").unwrap();
-    // The KV fixture with its import renamed to one Verge does not provide.
-    let foreign = good.path().join("foreign.wasm");
-    let bytes = std::fs::read(KV_FIXTURE).unwrap();
-    let renamed = replace_all(&bytes, b"verge:kv/store@0.1.0", b"vergo:kv/store@0.1.0");
-    std::fs::write(&foreign, renamed).unwrap();
-
-    let fixtures = fixtures();
-    let cases: Vec<(&Path, &str, &str)> = vec![
-        (&junk, "", "not valid WebAssembly"),
-        (
-            &foreign,
-            "",
-            "imports `vergo:kv/store@0.1.0`, which Verge does not provide",
-        ),
-        (
-            &fixtures,
-            "[limits]\ncpu_ms = 500\n",
-            "limit `cpu_ms` is 500 ms, above this node's ceiling of 100 ms",
-        ),
-        (
-            &fixtures,
-            "[[kv_namespaces]]\nbinding = \"DATA\"\nnamespace = \"missing\"\n",
-            "KV namespace `missing` (binding DATA) does not exist",
-        ),
-    ];
-    let project = tempfile::tempdir().unwrap();
-    for (component, extra, expected) in cases {
-        rewrite(project.path(), "app", component, extra);
-        let error = deploy_refused(&node, project.path());
-        assert!(
-            error.contains(expected),
-            "expected {expected:?} in: {error}"
-        );
-        assert_eq!(version_of(&node, "app"), "good");
-    }
-
-    // Another worker may not take a route `app` serves.
-    let other = worker("other", &fixtures, "routes = [\"shop.test/*\"]\n");
-    let error = deploy_refused(&node, other.path());
-    assert!(
-        error.contains("route `shop.test/*` is already served by worker `app`"),
-        "{error}"
-    );
-    assert_eq!(node.get("other.localhost", "/plain").status, 404);
-    assert_eq!(node.get("shop.test", "/env?name=VERSION").text(), "good");
-
-    // The manifest's name must be the worker deployed to.
-    let versions = node.admin_call("GET", "/v1/workers/app/versions", Some(TOKEN), None);
-    assert_eq!(json_of(&versions)["versions"].as_array().unwrap().len(), 1);
-    let renamed = node.admin_call(
-        "POST",
-        "/v1/workers/app/versions",
-        Some(TOKEN),
-        Some(&json!({ "component": "00", "manifest": "name = \"bob\"\n" })),
-    );
-    assert_eq!(renamed.status, 400);
-    assert!(
-        renamed.text().contains("names worker `bob`"),
-        "{}",
-        renamed.text()
-    );
-}
-
-fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    assert_eq!(from.len(), to.len());
-    let mut out = haystack.to_vec();
-    let mut replaced = 0;
-    let mut at = 0;
-    while let Some(offset) = out[at..].windows(from.len()).position(|w| w == from) {
-        let start = at + offset;
-        out[start..start + to.len()].copy_from_slice(to);
-        at = start + to.len();
-        replaced += 1;
-    }
-    assert!(replaced > 0, "nothing to replace");
-    out
-}
-
-#[test]
-fn the_admin_api_wants_a_valid_token_and_read_only_tokens_only_read() {
-    let config = tempfile::tempdir().unwrap();
-    let file = config.path().join("node.toml");
-    std::fs::write(
-        &file,
-        "[[admin_tokens]]\nname = \"viewer\"\ntoken = \"viewer-token-0123456789\"\nread_only = true\n",
-    )
-    .unwrap();
-    // The file's read-only token joins the one in VERGE_ADMIN_TOKEN.
-    let node = Node::start(&["--config", file.to_str().unwrap()]);
-    let project = worker("app", &fixtures(), "");
-
-    for token in [
-        None,
-        Some("wrong-token-0123456789"),
-        Some("test-token-012345678"),
-    ] {
-        let reply = node.admin_call("GET", "/v1/workers", token, None);
-        assert_eq!(reply.status, 401, "{token:?}");
-        assert_eq!(json_of(&reply)["error"]["code"], "unauthorized");
-        assert_eq!(reply.headers["www-authenticate"], "Bearer");
-    }
-    let refused = node
-        .cli()
-        .env("VERGE_TOKEN", "wrong-token-0123456789")
-        .arg("deploy")
-        .arg(project.path())
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("not one of this node's admin tokens")
-    );
-
-    let viewer = Some("viewer-token-0123456789");
+fn manifest_vars_are_the_guest_environment() {
+    let dev = Dev::fixtures("[vars]\nGREETING = \"hello, edge\"\n", &[]);
+    assert_eq!(dev.get("/env?name=GREETING").text(), "hello, edge");
     assert_eq!(
-        node.admin_call("GET", "/v1/workers", viewer, None).status,
-        200
+        dev.get("/env?name=HOME").text(),
+        "<unset>",
+        "the host environment leaked"
     );
-    let forbidden = node.admin_call("DELETE", "/v1/workers/app", viewer, None);
-    assert_eq!(forbidden.status, 403);
-    assert_eq!(json_of(&forbidden)["error"]["code"], "forbidden");
-
-    // Nothing changed: no worker was deployed.
-    let workers = node.admin_call("GET", "/v1/workers", Some(TOKEN), None);
-    assert_eq!(json_of(&workers)["workers"], json!([]));
-    assert_eq!(node.get("app.localhost", "/plain").status, 404);
-    // Health needs no token.
-    let health = node.admin_call("GET", "/healthz", None, None);
-    assert_eq!(json_of(&health)["status"], "ok");
 }
 
 #[test]
-fn a_secret_reaches_the_guest_and_no_response_or_log_line() {
-    let node = Node::start(&[]);
-    let project = worker("app", &fixtures(), "[vars]\nAPI_KEY = \"from-vars\"\n");
-    deploy(&node, project.path(), &[]);
-    let secret = "s3cr3t-value-77a1";
+fn outbound_http_is_refused_with_an_error_value() {
+    let dev = Dev::fixtures("", &[]);
+    let reply = dev.get("/fetch");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "fetch failed: ErrorCode::HttpRequestDenied");
+    let entry = dev
+        .log_entry(&format!("id={}", reply.request_id()))
+        .join("\n");
+    assert!(
+        entry.contains("outbound request to http://example.com/ denied"),
+        "{entry}"
+    );
+}
 
-    let mut put = node
-        .cli()
-        .args(["secret", "put", "API_KEY", "--dir"])
-        .arg(project.path())
-        .stdin(std::process::Stdio::piped())
+#[test]
+fn a_handler_that_sets_no_response_gets_500() {
+    let dev = Dev::fixtures("", &[]);
+    let reply = dev.get("/no-response");
+    assert_eq!(reply.status, 500);
+    assert!(reply.text().contains("did not produce a response"));
+}
+
+#[test]
+fn every_request_gets_a_fresh_instance_unless_reuse_is_on() {
+    let fresh = Dev::fixtures("", &[]);
+    let counts: Vec<String> = (0..3).map(|_| fresh.get("/count").text()).collect();
+    assert_eq!(counts, ["1", "1", "1"]);
+
+    let reused = Dev::fixtures("[limits]\ninstance_reuse = 3\n", &[]);
+    let counts: Vec<String> = (0..4).map(|_| reused.get("/count").text()).collect();
+    assert_eq!(
+        counts,
+        ["1", "2", "3", "1"],
+        "an instance serves 3 requests, then a new one starts"
+    );
+
+    // A trap discards the instance it happened in.
+    assert_eq!(reused.get("/count").text(), "2");
+    assert_eq!(reused.get("/trap").status, 500);
+    assert_eq!(reused.get("/count").text(), "1");
+}
+
+#[test]
+fn the_compiled_component_is_reused_after_a_restart() {
+    let dir = project(common::FIXTURES, "");
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().to_str().unwrap().to_string();
+    let mut first = Dev::start(dir, &["--data-dir", &data_arg]);
+    assert!(
+        first
+            .stderr()
+            .iter()
+            .any(|l| l.starts_with("Compiled fixtures")),
+        "{:?}",
+        first.stderr()
+    );
+    first.terminate();
+    assert!(first.wait(Duration::from_secs(10)).success());
+    let artifacts: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(artifacts.len(), 1, "one compiled artifact");
+    let modified = artifacts[0].metadata().unwrap().modified().unwrap();
+
+    let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
+    let second = Dev::start(dir, &["--data-dir", &data_arg]);
+    assert!(
+        second
+            .stderr()
+            .iter()
+            .any(|l| l.starts_with("Loaded fixtures") && l.ends_with("from the compile cache")),
+        "{:?}",
+        second.stderr()
+    );
+    assert_eq!(
+        artifacts[0].metadata().unwrap().modified().unwrap(),
+        modified,
+        "artifact rewritten"
+    );
+    assert_eq!(second.get("/hello").status, 200);
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    let mut dev = Dev::fixtures("", &[]);
+    let url = dev.url("/sleep?ms=1000");
+    let in_flight = std::thread::spawn(move || Reply::from(agent().get(&url).call()));
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    dev.terminate();
+    let reply = in_flight.join().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "slept 1000 ms\n");
+    let status = dev.wait(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    // The listener is gone.
+    assert!(agent().get(&dev.url("/hello")).call().is_err());
+}
+
+#[test]
+fn unknown_manifest_keys_fail_with_line_and_suggestion() {
+    let dir = project(common::FIXTURES, "[limits]\ncpu = 10\n");
+    let stderr = common::dev_error(dir.path());
+    assert!(
+        stderr.contains("verge.toml:4:1: unknown key `cpu`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `cpu_ms`?"), "{stderr}");
+}
+
+#[test]
+fn a_limit_above_the_ceiling_is_refused_naming_the_key() {
+    let dir = project(common::FIXTURES, "[limits]\ncpu_ms = 500\n");
+    let stderr = common::dev_error(dir.path());
+    assert!(
+        stderr.contains("limit `cpu_ms` is 500 ms, above this node's ceiling of 50 ms"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"not wasm at all").unwrap();
+    common::write_manifest(dir.path(), bogus.to_str().unwrap(), "");
+    let stderr = common::dev_error(dir.path());
+    assert!(stderr.contains("cannot load worker `fixtures`"), "{stderr}");
+    assert!(stderr.contains("not valid WebAssembly"), "{stderr}");
+}
+
+#[test]
+fn version_and_help_work() {
+    let output = verge().arg("--help").output().unwrap();
+    let mut text = String::new();
+    output.stdout.as_slice().read_to_string(&mut text).unwrap();
+    assert!(text.contains("dev"), "{text}");
+}
+
+#[test]
+fn the_hello_example_builds_and_serves() {
+    // The README's first command, on the example a newcomer starts from. The
+    // build goes to the workspace's target directory, not into the example.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples");
+    let mut child = verge()
+        .arg("dev")
+        .arg(&example)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env("CARGO_TARGET_DIR", &target)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .spawn()
         .unwrap();
-    use std::io::Write;
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{secret}\n").as_bytes())
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let url = line
+        .trim()
+        .split(" at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_string();
+    let reply = Reply::from(agent().get(&format!("{url}/hello?name=Ada")).call());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "Hello from Verge, Ada!\n");
+}
+
+#[test]
+fn verge_build_builds_checks_and_reports_the_size() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples");
+    let output = verge()
+        .arg("build")
+        .arg(&example)
+        .arg("--no-check")
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
         .unwrap();
-    let output = put.wait_with_output().unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-
-    // Secrets win over vars, and the running worker sees it at once.
-    let reply = node.get("app.localhost", "/env?name=API_KEY");
-    assert_eq!(reply.text(), secret);
-    let listed = succeed(node.cli().args(["secret", "list", "--name", "app"]));
-    assert_eq!(listed.trim(), "API_KEY");
-
-    let mut seen = String::new();
-    for path in [
-        "/v1/workers",
-        "/v1/workers/app",
-        "/v1/workers/app/versions",
-        "/v1/workers/app/secrets",
-    ] {
-        seen.push_str(&node.admin_call("GET", path, Some(TOKEN), None).text());
-    }
-    seen.push_str(&node.stdout().join("\n"));
-    seen.push_str(&node.stderr().join("\n"));
-    assert!(seen.contains("API_KEY"), "the name is shown");
-    assert!(!seen.contains(secret), "the value leaked: {seen}");
-
-    // Deleting it brings the var back.
-    succeed(
-        node.cli()
-            .args(["secret", "delete", "API_KEY", "--name", "app"]),
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("Ready ") && stdout.contains("hello.wasm (") && stdout.contains("KiB)"),
+        "{stdout}"
     );
-    assert_eq!(
-        node.get("app.localhost", "/env?name=API_KEY").text(),
-        "from-vars"
-    );
-    let missing = node
-        .cli()
-        .args(["secret", "delete", "API_KEY", "--name", "app"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("has no secret named `API_KEY`"));
-}
 
-#[test]
-fn requests_go_to_the_most_specific_route_then_to_name_under_the_domain() {
-    let node = Node::start(&["--domain", "edge.test"]);
-    let site = worker(
-        "site",
-        &fixtures(),
-        "routes = [\"example.test\", \"*.example.test/*\"]\n[vars]\nVERSION = \"site\"\n",
-    );
-    let api = worker(
-        "api",
-        &fixtures(),
-        "routes = [\"example.test/api/*\"]\n[vars]\nVERSION = \"api\"\n",
-    );
-    deploy(&node, site.path(), &[]);
-    deploy(&node, api.path(), &[]);
-
-    let answer = |host: &str, path: &str| {
-        let reply = node.get(host, path);
-        (reply.status, reply.text())
-    };
-    // Which worker served a request shows in the node's request log.
-    let served_by = |host: &str, path: &str| {
-        answer(host, path);
-        let needle = format!("GET {path} ");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let lines = node.stderr();
-            if let Some(line) = lines.iter().find(|l| l.contains(&needle)) {
-                let worker = line.split("worker=").nth(1).unwrap_or("");
-                return worker.split_whitespace().next().unwrap_or("").to_string();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {needle:?} in {lines:#?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
-    assert_eq!(served_by("example.test", "/api/one"), "api");
-    assert_eq!(served_by("Example.Test:8080", "/home"), "site");
-    // `api` routes the exact host only; the wildcard catches subdomains.
-    assert_eq!(served_by("www.example.test", "/api/two"), "site");
-    assert_eq!(served_by("example.test", "/apix"), "site");
-
-    assert_eq!(
-        answer("api.edge.test", "/env?name=VERSION"),
-        (200, "api".into())
-    );
-    assert_eq!(
-        answer("site.edge.test", "/env?name=VERSION"),
-        (200, "site".into())
-    );
-    let (status, why) = answer("nothing.test", "/");
-    assert_eq!(status, 404);
-    assert!(why.contains("no worker serves nothing.test/"), "{why}");
-    assert!(why.contains("NAME.edge.test"), "{why}");
-}
-
-#[test]
-fn a_bad_node_config_stops_the_node_with_the_key_and_the_fix() {
-    let output = common::verge()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("VERGE_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let error = String::from_utf8_lossy(&output.stderr);
-    assert!(error.contains("no admin token is set"), "{error}");
-    assert!(error.contains("VERGE_ADMIN_TOKEN"), "{error}");
-
+    // A prebuilt file that is no component fails the check, saying so.
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("node.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:0\"\n[ceilings]\ncpu = 10\n").unwrap();
-    let output = common::verge()
-        .args(["serve", "--config"])
-        .arg(&file)
-        .env("VERGE_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm\x01\0\0\0").unwrap();
+    common::write_manifest(dir.path(), bogus.to_str().unwrap(), "");
+    let output = verge().arg("build").arg(dir.path()).output().unwrap();
     assert!(!output.status.success());
-    let error = String::from_utf8_lossy(&output.stderr);
-    assert!(error.contains("node.toml:3"), "{error}");
-    assert!(error.contains("unknown field `cpu`"), "{error}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bogus.wasm cannot run on Verge"),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,448 @@
+//! `verge serve` as a real process, driven by the CLI (`verge deploy`,
+//! `versions`, `rollback`, `secret`) and over HTTP: deploys, versions,
+//! rollback, gradual rollout, validation, tokens, secrets and routing.
+
+mod common;
+
+use std::path::Path;
+
+use common::node::{Node, TOKEN, fixtures, rewrite, worker};
+use common::{KV_FIXTURE, succeed};
+use serde_json::{Value, json};
+
+fn json_of(reply: &common::Reply) -> Value {
+    serde_json::from_slice(reply.body.as_ref().expect("body"))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.text()))
+}
+
+/// Deploys the project in `dir` with the CLI; returns what it printed.
+fn deploy(node: &Node, dir: &Path, extra_args: &[&str]) -> String {
+    succeed(node.cli().arg("deploy").arg(dir).args(extra_args))
+}
+
+/// Deploys and expects a refusal; returns the CLI's stderr.
+fn deploy_refused(node: &Node, dir: &Path) -> String {
+    let output = node.cli().arg("deploy").arg(dir).output().unwrap();
+    assert!(!output.status.success(), "the deploy went through");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Which `VERSION` var the worker `name` answers with.
+fn version_of(node: &Node, name: &str) -> String {
+    let reply = node.get(&format!("{name}.localhost"), "/env?name=VERSION");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text()
+}
+
+#[test]
+fn deploy_update_roll_back_and_delete_survive_a_restart() {
+    let node = Node::start(&[]);
+    let project = worker("app", &fixtures(), "[vars]\nVERSION = \"one\"\n");
+    let printed = deploy(&node, project.path(), &[]);
+    assert!(printed.contains("Deployed app version"), "{printed}");
+    assert!(printed.contains("to all traffic"), "{printed}");
+    let port = node.data.rsplit(':').next().unwrap();
+    assert!(
+        printed.contains(&format!("http://app.localhost:{port}")),
+        "{printed}"
+    );
+    assert_eq!(version_of(&node, "app"), "one");
+
+    // The same content deploys to the same version.
+    let again = deploy(&node, project.path(), &[]);
+    let id = |text: &str| text.split_whitespace().nth(3).unwrap().to_string();
+    assert_eq!(id(&printed), id(&again));
+
+    rewrite(
+        project.path(),
+        "app",
+        &fixtures(),
+        "[vars]\nVERSION = \"two\"\n",
+    );
+    let second = deploy(&node, project.path(), &[]);
+    assert_ne!(id(&printed), id(&second));
+    assert_eq!(version_of(&node, "app"), "two");
+
+    let versions = succeed(node.cli().args(["versions", "--name", "app"]));
+    let rows: Vec<&str> = versions.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{versions}");
+    assert!(
+        rows[0].starts_with(&id(&second)) && rows[0].ends_with("100%"),
+        "{versions}"
+    );
+    assert!(
+        rows[1].starts_with(&id(&printed)) && rows[1].ends_with('-'),
+        "{versions}"
+    );
+    assert!(
+        rows[0].contains("admin"),
+        "the author is the token's name: {versions}"
+    );
+
+    let rolled = succeed(node.cli().args(["rollback", "--name", "app"]));
+    assert!(rolled.contains(&id(&printed)), "{rolled}");
+    assert_eq!(version_of(&node, "app"), "one");
+    succeed(
+        node.cli()
+            .args(["rollback", "--name", "app", &id(&second)[..6]]),
+    );
+    assert_eq!(version_of(&node, "app"), "two");
+
+    // A restart serves what was deployed, from the store.
+    let dir = node.stop();
+    let node = Node::start_in(dir, &[]);
+    assert_eq!(version_of(&node, "app"), "two");
+
+    let deleted = node.admin_call("DELETE", "/v1/workers/app", Some(TOKEN), None);
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    let gone = node.get("app.localhost", "/env?name=VERSION");
+    assert_eq!(gone.status, 404);
+    assert!(
+        gone.text().contains("no worker named `app`"),
+        "{}",
+        gone.text()
+    );
+    let versions = node
+        .cli()
+        .args(["versions", "--name", "app"])
+        .output()
+        .unwrap();
+    assert!(!versions.status.success());
+}
+
+#[test]
+fn a_percentage_rollout_splits_traffic_and_a_full_deploy_ends_it() {
+    let node = Node::start(&[]);
+    let project = worker("split", &fixtures(), "[vars]\nVERSION = \"stable\"\n");
+    deploy(&node, project.path(), &[]);
+    rewrite(
+        project.path(),
+        "split",
+        &fixtures(),
+        "[vars]\nVERSION = \"canary\"\n",
+    );
+    let printed = deploy(&node, project.path(), &["--percentage", "20"]);
+    assert!(printed.contains("to 20% of traffic"), "{printed}");
+
+    let total = 500;
+    let canary = (0..total)
+        .filter(|_| version_of(&node, "split") == "canary")
+        .count();
+    let share = canary as f64 / total as f64;
+    assert!((0.17..=0.23).contains(&share), "canary share {share}");
+
+    let versions: Value = serde_json::from_str(&succeed(
+        node.cli().args(["versions", "--name", "split", "--json"]),
+    ))
+    .unwrap();
+    let percents: Vec<u64> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["traffic_percent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(percents, [20, 80], "newest first");
+
+    deploy(&node, project.path(), &["--percentage", "100"]);
+    assert!((0..50).all(|_| version_of(&node, "split") == "canary"));
+}
+
+#[test]
+fn invalid_deploys_are_refused_and_the_running_version_keeps_serving() {
+    let node = Node::start(&["--max-cpu-ms", "100"]);
+    let good = worker(
+        "app",
+        &fixtures(),
+        "routes = [\"shop.test/*\"]\n[vars]\nVERSION = \"good\"\n",
+    );
+    deploy(&node, good.path(), &[]);
+
+    let junk = good.path().join("junk.wasm");
+    std::fs::write(&junk, b"this is not a component").unwrap();
+    // The KV fixture with its import renamed to one Verge does not provide.
+    let foreign = good.path().join("foreign.wasm");
+    let bytes = std::fs::read(KV_FIXTURE).unwrap();
+    let renamed = replace_all(&bytes, b"verge:kv/store@0.1.0", b"vergo:kv/store@0.1.0");
+    std::fs::write(&foreign, renamed).unwrap();
+
+    let fixtures = fixtures();
+    let cases: Vec<(&Path, &str, &str)> = vec![
+        (&junk, "", "not valid WebAssembly"),
+        (
+            &foreign,
+            "",
+            "imports `vergo:kv/store@0.1.0`, which Verge does not provide",
+        ),
+        (
+            &fixtures,
+            "[limits]\ncpu_ms = 500\n",
+            "limit `cpu_ms` is 500 ms, above this node's ceiling of 100 ms",
+        ),
+        (
+            &fixtures,
+            "[[kv_namespaces]]\nbinding = \"DATA\"\nnamespace = \"missing\"\n",
+            "KV namespace `missing` (binding DATA) does not exist",
+        ),
+    ];
+    let project = tempfile::tempdir().unwrap();
+    for (component, extra, expected) in cases {
+        rewrite(project.path(), "app", component, extra);
+        let error = deploy_refused(&node, project.path());
+        assert!(
+            error.contains(expected),
+            "expected {expected:?} in: {error}"
+        );
+        assert_eq!(version_of(&node, "app"), "good");
+    }
+
+    // Another worker may not take a route `app` serves.
+    let other = worker("other", &fixtures, "routes = [\"shop.test/*\"]\n");
+    let error = deploy_refused(&node, other.path());
+    assert!(
+        error.contains("route `shop.test/*` is already served by worker `app`"),
+        "{error}"
+    );
+    assert_eq!(node.get("other.localhost", "/plain").status, 404);
+    assert_eq!(node.get("shop.test", "/env?name=VERSION").text(), "good");
+
+    // The manifest's name must be the worker deployed to.
+    let versions = node.admin_call("GET", "/v1/workers/app/versions", Some(TOKEN), None);
+    assert_eq!(json_of(&versions)["versions"].as_array().unwrap().len(), 1);
+    let renamed = node.admin_call(
+        "POST",
+        "/v1/workers/app/versions",
+        Some(TOKEN),
+        Some(&json!({ "component": "00", "manifest": "name = \"bob\"\n" })),
+    );
+    assert_eq!(renamed.status, 400);
+    assert!(
+        renamed.text().contains("names worker `bob`"),
+        "{}",
+        renamed.text()
+    );
+}
+
+fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = haystack.to_vec();
+    let mut replaced = 0;
+    let mut at = 0;
+    while let Some(offset) = out[at..].windows(from.len()).position(|w| w == from) {
+        let start = at + offset;
+        out[start..start + to.len()].copy_from_slice(to);
+        at = start + to.len();
+        replaced += 1;
+    }
+    assert!(replaced > 0, "nothing to replace");
+    out
+}
+
+#[test]
+fn the_admin_api_wants_a_valid_token_and_read_only_tokens_only_read() {
+    let config = tempfile::tempdir().unwrap();
+    let file = config.path().join("node.toml");
+    std::fs::write(
+        &file,
+        "[[admin_tokens]]\nname = \"viewer\"\ntoken = \"viewer-token-0123456789\"\nread_only = true\n",
+    )
+    .unwrap();
+    // The file's read-only token joins the one in VERGE_ADMIN_TOKEN.
+    let node = Node::start(&["--config", file.to_str().unwrap()]);
+    let project = worker("app", &fixtures(), "");
+
+    for token in [
+        None,
+        Some("wrong-token-0123456789"),
+        Some("test-token-012345678"),
+    ] {
+        let reply = node.admin_call("GET", "/v1/workers", token, None);
+        assert_eq!(reply.status, 401, "{token:?}");
+        assert_eq!(json_of(&reply)["error"]["code"], "unauthorized");
+        assert_eq!(reply.headers["www-authenticate"], "Bearer");
+    }
+    let refused = node
+        .cli()
+        .env("VERGE_TOKEN", "wrong-token-0123456789")
+        .arg("deploy")
+        .arg(project.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not one of this node's admin tokens")
+    );
+
+    let viewer = Some("viewer-token-0123456789");
+    assert_eq!(
+        node.admin_call("GET", "/v1/workers", viewer, None).status,
+        200
+    );
+    let forbidden = node.admin_call("DELETE", "/v1/workers/app", viewer, None);
+    assert_eq!(forbidden.status, 403);
+    assert_eq!(json_of(&forbidden)["error"]["code"], "forbidden");
+
+    // Nothing changed: no worker was deployed.
+    let workers = node.admin_call("GET", "/v1/workers", Some(TOKEN), None);
+    assert_eq!(json_of(&workers)["workers"], json!([]));
+    assert_eq!(node.get("app.localhost", "/plain").status, 404);
+    // Health needs no token.
+    let health = node.admin_call("GET", "/healthz", None, None);
+    assert_eq!(json_of(&health)["status"], "ok");
+}
+
+#[test]
+fn a_secret_reaches_the_guest_and_no_response_or_log_line() {
+    let node = Node::start(&[]);
+    let project = worker("app", &fixtures(), "[vars]\nAPI_KEY = \"from-vars\"\n");
+    deploy(&node, project.path(), &[]);
+    let secret = "s3cr3t-value-77a1";
+
+    let mut put = node
+        .cli()
+        .args(["secret", "put", "API_KEY", "--dir"])
+        .arg(project.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{secret}\n").as_bytes())
+        .unwrap();
+    let output = put.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Secrets win over vars, and the running worker sees it at once.
+    let reply = node.get("app.localhost", "/env?name=API_KEY");
+    assert_eq!(reply.text(), secret);
+    let listed = succeed(node.cli().args(["secret", "list", "--name", "app"]));
+    assert_eq!(listed.trim(), "API_KEY");
+
+    let mut seen = String::new();
+    for path in [
+        "/v1/workers",
+        "/v1/workers/app",
+        "/v1/workers/app/versions",
+        "/v1/workers/app/secrets",
+    ] {
+        seen.push_str(&node.admin_call("GET", path, Some(TOKEN), None).text());
+    }
+    seen.push_str(&node.stdout().join("\n"));
+    seen.push_str(&node.stderr().join("\n"));
+    assert!(seen.contains("API_KEY"), "the name is shown");
+    assert!(!seen.contains(secret), "the value leaked: {seen}");
+
+    // Deleting it brings the var back.
+    succeed(
+        node.cli()
+            .args(["secret", "delete", "API_KEY", "--name", "app"]),
+    );
+    assert_eq!(
+        node.get("app.localhost", "/env?name=API_KEY").text(),
+        "from-vars"
+    );
+    let missing = node
+        .cli()
+        .args(["secret", "delete", "API_KEY", "--name", "app"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("has no secret named `API_KEY`"));
+}
+
+#[test]
+fn requests_go_to_the_most_specific_route_then_to_name_under_the_domain() {
+    let node = Node::start(&["--domain", "edge.test"]);
+    let site = worker(
+        "site",
+        &fixtures(),
+        "routes = [\"example.test\", \"*.example.test/*\"]\n[vars]\nVERSION = \"site\"\n",
+    );
+    let api = worker(
+        "api",
+        &fixtures(),
+        "routes = [\"example.test/api/*\"]\n[vars]\nVERSION = \"api\"\n",
+    );
+    deploy(&node, site.path(), &[]);
+    deploy(&node, api.path(), &[]);
+
+    let answer = |host: &str, path: &str| {
+        let reply = node.get(host, path);
+        (reply.status, reply.text())
+    };
+    // Which worker served a request shows in the node's request log.
+    let served_by = |host: &str, path: &str| {
+        answer(host, path);
+        let needle = format!("GET {path} ");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let lines = node.stderr();
+            if let Some(line) = lines.iter().find(|l| l.contains(&needle)) {
+                let worker = line.split("worker=").nth(1).unwrap_or("");
+                return worker.split_whitespace().next().unwrap_or("").to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in {lines:#?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    assert_eq!(served_by("example.test", "/api/one"), "api");
+    assert_eq!(served_by("Example.Test:8080", "/home"), "site");
+    // `api` routes the exact host only; the wildcard catches subdomains.
+    assert_eq!(served_by("www.example.test", "/api/two"), "site");
+    assert_eq!(served_by("example.test", "/apix"), "site");
+
+    assert_eq!(
+        answer("api.edge.test", "/env?name=VERSION"),
+        (200, "api".into())
+    );
+    assert_eq!(
+        answer("site.edge.test", "/env?name=VERSION"),
+        (200, "site".into())
+    );
+    let (status, why) = answer("nothing.test", "/");
+    assert_eq!(status, 404);
+    assert!(why.contains("no worker serves nothing.test/"), "{why}");
+    assert!(why.contains("NAME.edge.test"), "{why}");
+}
+
+#[test]
+fn a_bad_node_config_stops_the_node_with_the_key_and_the_fix() {
+    let output = common::verge()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("VERGE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("no admin token is set"), "{error}");
+    assert!(error.contains("VERGE_ADMIN_TOKEN"), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\n[ceilings]\ncpu = 10\n").unwrap();
+    let output = common::verge()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("VERGE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("node.toml:3"), "{error}");
+    assert!(error.contains("unknown field `cpu`"), "{error}");
+}
