@@ -38,6 +38,8 @@ enum Command {
     Rollback(commands::versions::RollbackArgs),
     /// Set, delete and list a worker's secrets on a node.
     Secret(commands::secret::SecretArgs),
+    /// Watch a worker's requests and logs on a node as they happen.
+    Tail(commands::tail::TailArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Versions(args) => commands::versions::run(args),
         Command::Rollback(args) => commands::versions::rollback(args),
         Command::Secret(args) => commands::secret::run(args),
+        Command::Tail(args) => commands::tail::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

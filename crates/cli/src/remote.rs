@@ -118,6 +118,29 @@ impl Remote {
         self.read(path, response)
     }
 
+    /// `GET path` as a stream that stays open (the tail): no overall
+    /// timeout, the node's errors as for any call.
+    pub fn stream(&self, path: &str) -> anyhow::Result<impl std::io::Read + use<>> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let response = agent
+            .get(&self.url(path))
+            .header("authorization", &self.auth())
+            .header("accept", "text/event-stream")
+            .call();
+        let response = match response {
+            Ok(r) if r.status().is_success() => r,
+            other => {
+                self.read(path, other)?;
+                anyhow::bail!("the node did not open the stream");
+            }
+        };
+        Ok(response.into_body().into_reader())
+    }
+
     /// `DELETE path`.
     pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
         let response = self

@@ -1,4 +1,4 @@
-//! `verge serve` as a real process, driven by the CLI (`verge deploy`,
+//! `verge serve` (a node) as a real process, driven by the CLI (`verge deploy`,
 //! `versions`, `rollback`, `secret`) and over HTTP: deploys, versions,
 //! rollback, gradual rollout, validation, tokens, secrets and routing.
 
@@ -291,7 +291,7 @@ fn the_admin_api_wants_a_valid_token_and_read_only_tokens_only_read() {
 }
 
 #[test]
-fn a_secret_reaches_the_guest_and_no_response_or_log_line() {
+fn a_secret_reaches_the_guest_and_no_response_log_line_or_tail_event() {
     let node = Node::start(&[]);
     let project = worker("app", &fixtures(), "[vars]\nAPI_KEY = \"from-vars\"\n");
     deploy(&node, project.path(), &[]);
@@ -320,8 +320,11 @@ fn a_secret_reaches_the_guest_and_no_response_or_log_line() {
     );
 
     // Secrets win over vars, and the running worker sees it at once.
+    let tail = Tail::start(&node, &["--name", "app"]);
     let reply = node.get("app.localhost", "/env?name=API_KEY");
     assert_eq!(reply.text(), secret);
+    let events = tail.events(1);
+    assert!(!format!("{events:?}").contains(secret), "{events:?}");
     let listed = succeed(node.cli().args(["secret", "list", "--name", "app"]));
     assert_eq!(listed.trim(), "API_KEY");
 
@@ -445,4 +448,164 @@ fn a_bad_node_config_stops_the_node_with_the_key_and_the_fix() {
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("node.toml:3"), "{error}");
     assert!(error.contains("unknown field `cpu`"), "{error}");
+}
+
+/// A `verge tail` process whose JSON lines are collected.
+struct Tail {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Tail {
+    fn start(node: &Node, args: &[&str]) -> Tail {
+        use std::io::{BufRead, BufReader};
+        let mut child = node
+            .cli()
+            .arg("tail")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It says so on stderr once the node has subscribed it.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        assert!(first.starts_with("Tailing"), "{first}");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Tail { child, lines }
+    }
+
+    /// Waits until `count` events arrived, then a little more for any extra.
+    fn events(&self, count: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.lines.lock().unwrap().len() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tail_streams_requests_after_it_connects_filtered_on_the_node() {
+    let node = Node::start(&[]);
+    let project = worker("app", &fixtures(), "");
+    deploy(&node, project.path(), &[]);
+    assert_eq!(
+        node.get("app.localhost", "/env").status,
+        200,
+        "before the tail"
+    );
+
+    let filtered = Tail::start(
+        &node,
+        &["--name", "app", "--status", "2xx", "--path", "/env"],
+    );
+    let logs = Tail::start(&node, &["--name", "app", "--search", "saying hello"]);
+    for path in ["/env", "/plain", "/nope", "/hello", "/env"] {
+        node.get("app.localhost", path);
+    }
+
+    let events = filtered.events(2);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for event in &events {
+        assert_eq!(event["path"], "/env");
+        assert_eq!(event["status"], 200);
+        assert_eq!(event["method"], "GET");
+        assert_eq!(event["worker"], "app");
+        assert!(event["cpu_ms"].as_f64().unwrap() > 0.0, "{event}");
+        assert!(event["wall_ms"].as_f64().unwrap() >= event["cpu_ms"].as_f64().unwrap());
+        assert_eq!(event["id"].as_str().unwrap().len(), 16);
+    }
+
+    let events = logs.events(1);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["path"], "/hello");
+    assert_eq!(
+        events[0]["logs"][0],
+        json!({ "stream": "stdout", "text": "saying hello" })
+    );
+    assert_eq!(events[0]["logs"][1]["stream"], "stderr");
+
+    // A failing request carries its termination.
+    let failures = Tail::start(&node, &["--name", "app", "--status", "5xx"]);
+    node.get("app.localhost", "/panic");
+    let events = failures.events(1);
+    assert_eq!(events[0]["termination"]["reason"], "panic");
+
+    let bad = node.admin_call("GET", "/v1/workers/app/tail?status=200", Some(TOKEN), None);
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("status class"), "{}", bad.text());
+    let unknown = node.admin_call("GET", "/v1/workers/nope/tail", Some(TOKEN), None);
+    assert_eq!(unknown.status, 404);
+}
+
+#[test]
+fn metrics_count_requests_errors_time_and_compiles() {
+    let node = Node::start(&[]);
+    let project = worker("app", &fixtures(), "");
+    deploy(&node, project.path(), &[]);
+    for _ in 0..3 {
+        assert_eq!(node.get("app.localhost", "/plain").status, 200);
+    }
+    assert_eq!(node.get("app.localhost", "/nope").status, 404);
+    assert_eq!(node.get("app.localhost", "/panic").status, 500);
+
+    let metrics = node.admin_call("GET", "/metrics", None, None);
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value("verge_requests_total{worker=\"app\",status=\"2xx\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("verge_requests_total{worker=\"app\",status=\"4xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("verge_requests_total{worker=\"app\",status=\"5xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("verge_request_errors_total{worker=\"app\",reason=\"panic\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("verge_request_cpu_seconds_count{worker=\"app\"}"),
+        5.0
+    );
+    assert!(value("verge_request_duration_seconds_sum{worker=\"app\"}") > 0.0);
+    assert_eq!(value("verge_component_loads_total{result=\"miss\"}"), 1.0);
+    assert_eq!(value("verge_workers"), 1.0);
+    assert_eq!(value("verge_instances_busy"), 0.0);
 }

@@ -9,10 +9,12 @@
 
 pub mod admin;
 pub mod config;
+pub mod metrics;
 mod node;
 pub mod registry;
 mod serve;
 pub mod spec;
+pub mod tail;
 
 pub use config::{AdminToken, ConfigError, ConfigLayer, NodeConfig, StoreConfig};
 pub use node::{DeployRequest, Deployed, Node, NodeError, Stores};

@@ -19,8 +19,10 @@ use verge_runtime::{
 };
 
 use crate::config::NodeConfig;
+use crate::metrics::Metrics;
 use crate::registry::{Live, Registry};
 use crate::spec::worker_spec;
+use crate::tail::TailHub;
 
 /// Why a change to the node was refused.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,8 @@ pub struct Node {
     pub config: NodeConfig,
     pub runtime: Arc<Runtime>,
     pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub tail: Arc<TailHub>,
     stores: Stores,
     /// Deploys, rollbacks and secret changes happen one at a time, so each
     /// validates against the state it will replace.
@@ -99,12 +103,20 @@ fn now_ms() -> u64 {
 impl Node {
     /// Starts the runtime and serves every worker the stores hold. A worker
     /// that can no longer load (its component does not compile on this
-    /// build, say) is logged and left out; the others serve.
+    /// build, say) is logged and left out; the others serve. Each request's
+    /// summary goes to the metrics, the tail and `log`.
     pub async fn start(
         config: NodeConfig,
         stores: Stores,
-        sink: Arc<dyn RequestSink>,
+        log: Arc<dyn RequestSink>,
     ) -> anyhow::Result<Arc<Node>> {
+        let metrics = Arc::new(Metrics::new());
+        let tail = Arc::new(TailHub::default());
+        let sink = Arc::new(NodeSink {
+            metrics: metrics.clone(),
+            tail: tail.clone(),
+            log,
+        });
         let runtime = Runtime::new(RuntimeConfig {
             ceilings: config.ceilings,
             max_instances: config.max_instances,
@@ -118,6 +130,8 @@ impl Node {
             registry: Arc::new(Registry::new(&config.domain)),
             config,
             runtime,
+            metrics,
+            tail,
             stores,
             changing: tokio::sync::Mutex::new(()),
         });
@@ -453,7 +467,10 @@ impl Node {
             .await
             .map_err(|e| invalid(format!("loading the component failed: {e}"), "retry"))?;
         match loaded {
-            Ok((worker, _)) => Ok(Arc::new(worker)),
+            Ok((worker, source)) => {
+                self.metrics.record_load(source);
+                Ok(Arc::new(worker))
+            }
             Err(e) => Err(load_error(e)),
         }
     }
@@ -488,6 +505,21 @@ impl Node {
             );
         }
         Ok(Arc::new(bindings))
+    }
+}
+
+/// Where every request's summary goes on a node.
+struct NodeSink {
+    metrics: Arc<Metrics>,
+    tail: Arc<TailHub>,
+    log: Arc<dyn RequestSink>,
+}
+
+impl RequestSink for NodeSink {
+    fn record(&self, summary: &verge_runtime::RequestSummary) {
+        self.metrics.record(summary);
+        self.tail.publish(summary);
+        self.log.record(summary);
     }
 }
 

@@ -105,6 +105,18 @@ impl Runtime {
         }))
     }
 
+    /// Instances serving a request now, all workers together.
+    pub fn instances_busy(&self) -> u32 {
+        let free = self.permits.available_permits() as u32;
+        self.config.max_instances.saturating_sub(free)
+    }
+
+    /// Instances parked for reuse, all workers together.
+    pub fn instances_idle(&self) -> u32 {
+        self.idle_instances
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the pooling allocator is in use.
     pub fn pooling(&self) -> bool {
         self.pooling

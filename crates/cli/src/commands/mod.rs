@@ -5,5 +5,6 @@ pub mod kv;
 pub mod new;
 pub mod secret;
 pub mod serve;
+pub mod tail;
 pub mod versions;
 pub mod watch;

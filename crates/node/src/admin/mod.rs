@@ -4,6 +4,7 @@
 
 mod auth;
 mod error;
+mod observe;
 mod secrets;
 mod workers;
 
@@ -61,6 +62,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(workers::versions).post(workers::deploy),
         )
         .route("/v1/workers/{name}/rollback", post(workers::rollback))
+        .route("/v1/workers/{name}/tail", get(observe::tail))
         .route("/v1/workers/{name}/secrets", get(secrets::list))
         .route(
             "/v1/workers/{name}/secrets/{secret}",
@@ -72,6 +74,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(observe::metrics))
         .merge(v1)
         .fallback(not_found)
         .with_state(state)

@@ -1,0 +1,139 @@
+//! `verge tail`: a worker's requests on a node as they finish, with their
+//! guest log lines; filtered on the node. Pretty on a terminal, one JSON
+//! object per line otherwise.
+
+use std::io::{BufRead, BufReader, Write};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+use crate::commands::versions::WorkerArgs;
+use crate::remote::NodeArgs;
+use crate::term::{Style, stdout_is_terminal};
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// Only these status classes, e.g. 5xx or 4xx,5xx.
+    #[arg(long)]
+    status: Option<String>,
+
+    /// Only these methods, e.g. POST or GET,HEAD.
+    #[arg(long)]
+    method: Option<String>,
+
+    /// Only paths starting with this prefix.
+    #[arg(long)]
+    path: Option<String>,
+
+    /// Only requests whose path, log lines or failure mention this text.
+    #[arg(long)]
+    search: Option<String>,
+
+    /// Print JSON lines even on a terminal.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    worker: WorkerArgs,
+
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+pub fn run(args: TailArgs) -> anyhow::Result<()> {
+    let name = args.worker.name()?;
+    let remote = args.node.connect()?;
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("status", &args.status),
+        ("method", &args.method),
+        ("path", &args.path),
+        ("search", &args.search),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{key}={}", encode(value)));
+        }
+    }
+    let path = format!("/v1/workers/{name}/tail?{}", query.join("&"));
+    let stream = remote.stream(&path)?;
+    eprintln!("Tailing {name} on {} (Ctrl-C to stop)", remote.base());
+
+    let pretty = stdout_is_terminal() && !args.json;
+    let style = Style::stdout();
+    let mut out = std::io::stdout().lock();
+    let mut event = String::new();
+    for line in BufReader::new(stream).lines() {
+        let line = line.context("the tail stream broke")?;
+        if let Some(name) = line.strip_prefix("event:") {
+            event = name.trim().to_string();
+        } else if let Some(data) = line.strip_prefix("data:") {
+            let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+            let text = match (event.as_str(), pretty) {
+                ("dropped", true) => style.yellow(&format!(
+                    "… dropped {} requests: this client fell behind",
+                    data["dropped"]
+                )),
+                ("dropped", false) => data.to_string(),
+                (_, true) => pretty_line(&data, style),
+                (_, false) => data.to_string(),
+            };
+            writeln!(out, "{text}")?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn pretty_line(e: &Value, style: Style) -> String {
+    let status = e["status"].as_u64().unwrap_or(0);
+    let status_text = status.to_string();
+    let status_text = match status {
+        200..=399 => style.green(&status_text),
+        400..=499 => style.yellow(&status_text),
+        _ => style.red(&status_text),
+    };
+    let time = e["time"].as_str().unwrap_or("");
+    let time = time.get(11..23).unwrap_or(time);
+    let mut line = format!(
+        "{} {} {} {status_text} cpu={:.2}ms wall={:.2}ms",
+        style.dim(time),
+        e["method"].as_str().unwrap_or("?"),
+        e["path"].as_str().unwrap_or("?"),
+        e["cpu_ms"].as_f64().unwrap_or(0.0),
+        e["wall_ms"].as_f64().unwrap_or(0.0),
+    );
+    if let Some(kv) = e["kv_ops"].as_u64().filter(|n| *n > 0) {
+        line.push_str(&format!(" kv={kv}"));
+    }
+    if let Some(message) = e["termination"]["message"].as_str() {
+        line.push(' ');
+        line.push_str(&style.red(message));
+    }
+    for log in e["logs"].as_array().into_iter().flatten() {
+        let stream = if log["stream"] == "stderr" {
+            "err"
+        } else {
+            "out"
+        };
+        line.push_str(&format!(
+            "\n  {} {}",
+            style.dim(stream),
+            log["text"].as_str().unwrap_or("")
+        ));
+    }
+    line
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b',' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,74 @@
+//! Metrics and the live tail.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use http::{StatusCode, header};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AdminState;
+use super::error::ApiError;
+use crate::tail::TailFilter;
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let node = &state.node;
+    let text = node.metrics.encode(
+        node.runtime.instances_busy(),
+        node.runtime.instances_idle(),
+        node.registry.len(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// `GET /v1/workers/{name}/tail?status=&method=&path=&search=`: a
+/// server-sent event per request finished after the client connected
+/// (`event: request`), and `event: dropped` with `{"dropped": N}` when the
+/// client fell too far behind and N requests were skipped.
+pub async fn tail(
+    State(state): State<Arc<AdminState>>,
+    Path(worker): Path<String>,
+    Query(filter): Query<TailFilter>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    filter
+        .validate()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
+    if state.node.registry.get(&worker).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no worker named `{worker}` is deployed on this node"),
+        ));
+    }
+    let receiver = state.node.tail.subscribe(&worker);
+    let stream =
+        futures_util::stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
+            loop {
+                let event = match receiver.recv().await {
+                    Ok(event) if filter.matches(&event) => Event::default()
+                        .event("request")
+                        .json_data(&*event)
+                        .unwrap_or_else(|_| Event::default().comment("unencodable event")),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(dropped)) => Event::default()
+                        .event("dropped")
+                        .data(format!("{{\"dropped\":{dropped}}}")),
+                    // The worker's channel closes only with the node.
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok(event), (receiver, filter)));
+            }
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
