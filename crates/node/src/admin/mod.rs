@@ -14,7 +14,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
 pub use auth::{Caller, Tokens};
@@ -43,41 +42,72 @@ impl AdminState {
     }
 }
 
+/// Declares routes once, for the router and for [`ROUTES`], which the
+/// OpenAPI document must match exactly (a test checks both ways).
+macro_rules! routes {
+    (
+        public { $($pm:ident $pp:literal => $ph:path,)* }
+        token { $($m:ident $p:literal => $h:path,)* }
+    ) => {
+        /// Every route the admin API serves, as (method, path).
+        pub const ROUTES: &[(&str, &str)] = &[
+            $((stringify!($pm), $pp),)*
+            $((stringify!($m), $p),)*
+        ];
+
+        fn public_routes() -> Router<Arc<AdminState>> {
+            Router::new()$(.route($pp, axum::routing::$pm($ph)))*
+        }
+
+        fn token_routes() -> Router<Arc<AdminState>> {
+            Router::new()$(.route($p, axum::routing::$m($h)))*
+        }
+    };
+}
+
+routes! {
+    public {
+        get "/healthz" => health,
+        get "/metrics" => observe::metrics,
+        get "/openapi.json" => openapi,
+    }
+    token {
+        put "/v1/components/{hash}" => workers::put_component,
+        get "/v1/workers" => workers::list,
+        get "/v1/workers/{name}" => workers::show,
+        delete "/v1/workers/{name}" => workers::delete,
+        get "/v1/workers/{name}/versions" => workers::versions,
+        post "/v1/workers/{name}/versions" => workers::deploy,
+        post "/v1/workers/{name}/rollback" => workers::rollback,
+        get "/v1/workers/{name}/tail" => observe::tail,
+        get "/v1/workers/{name}/secrets" => secrets::list,
+        put "/v1/workers/{name}/secrets/{secret}" => secrets::put,
+        delete "/v1/workers/{name}/secrets/{secret}" => secrets::delete,
+    }
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("../../api/openapi.json");
+
 /// The admin API's routes.
 pub fn router(state: Arc<AdminState>) -> Router {
     let tokens = Arc::new(Tokens::new(&state.node.config.admin_tokens));
-    let v1 = Router::new()
-        .route(
-            "/v1/components/{hash}",
-            put(workers::put_component)
-                .layer(DefaultBodyLimit::max(verge_runtime::MAX_COMPONENT_SIZE + 1)),
-        )
-        .route("/v1/workers", get(workers::list))
-        .route(
-            "/v1/workers/{name}",
-            get(workers::show).delete(workers::delete),
-        )
-        .route(
-            "/v1/workers/{name}/versions",
-            get(workers::versions).post(workers::deploy),
-        )
-        .route("/v1/workers/{name}/rollback", post(workers::rollback))
-        .route("/v1/workers/{name}/tail", get(observe::tail))
-        .route("/v1/workers/{name}/secrets", get(secrets::list))
-        .route(
-            "/v1/workers/{name}/secrets/{secret}",
-            put(secrets::put).delete(secrets::delete),
-        )
+    let v1 = token_routes()
+        // Room for the largest component; JSON bodies are far smaller.
+        .layer(DefaultBodyLimit::max(verge_runtime::MAX_COMPONENT_SIZE + 1))
         .route_layer(axum::middleware::from_fn_with_state(
             tokens,
             auth::require_token,
         ));
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/metrics", get(observe::metrics))
+    public_routes()
         .merge(v1)
         .fallback(not_found)
         .with_state(state)
+}
+
+/// `GET /openapi.json`.
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// `GET /healthz`.
@@ -95,4 +125,63 @@ async fn not_found() -> ApiError {
         "no such admin API route",
     )
     .help("GET /openapi.json lists the routes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_served() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .expect("operations")
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn the_openapi_document_is_well_formed() {
+        let doc: openapiv3::OpenAPI =
+            serde_json::from_str(OPENAPI).expect("openapi.json follows OpenAPI 3.0");
+        let text = OPENAPI;
+        // Every reference points at something the document defines.
+        let marker = "\"$ref\": \"#/";
+        for (at, _) in text.match_indices(marker) {
+            let rest = &text[at + marker.len()..];
+            let target = &rest[..rest.find('"').unwrap()];
+            let mut node: Value = serde_json::from_str(text).unwrap();
+            for part in target.split('/') {
+                node = node
+                    .get(part)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("dangling {target}"));
+            }
+        }
+        // Operation ids are unique, and every operation answers something.
+        let mut ids = std::collections::HashSet::new();
+        for (_, _, operation) in doc.operations() {
+            let id = operation.operation_id.clone().expect("operationId");
+            assert!(ids.insert(id.clone()), "duplicate operationId {id}");
+            assert!(
+                !operation.responses.responses.is_empty(),
+                "{id} has no responses"
+            );
+        }
+    }
 }
