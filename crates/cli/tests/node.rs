@@ -143,6 +143,11 @@ fn a_percentage_rollout_splits_traffic_and_a_full_deploy_ends_it() {
         .collect();
     assert_eq!(percents, [20, 80], "newest first");
 
+    // Rolling back during a rollout ends it.
+    succeed(node.cli().args(["rollback", "--name", "split"]));
+    assert!((0..50).all(|_| version_of(&node, "split") == "stable"));
+
+    deploy(&node, project.path(), &["--percentage", "30"]);
     deploy(&node, project.path(), &["--percentage", "100"]);
     assert!((0..50).all(|_| version_of(&node, "split") == "canary"));
 }

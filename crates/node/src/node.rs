@@ -283,9 +283,10 @@ impl Node {
         })
     }
 
-    /// Makes `version` (an id or a unique prefix of one; by default the
-    /// version deployed before the current one) take all of a worker's
-    /// traffic, ending any gradual rollout.
+    /// Makes `version` (an id or a unique prefix of one) take all of a
+    /// worker's traffic, ending any gradual rollout. By default: the stable
+    /// version if a rollout is under way, else the version deployed before
+    /// the current one.
     pub async fn rollback(
         &self,
         worker: &str,
@@ -300,6 +301,11 @@ impl Node {
         let versions = self.stores.deploys.versions(worker).await?;
         let target = match version {
             Some(wanted) => resolve(&versions, wanted)?,
+            // During a rollout, rolling back ends it: the stable version
+            // takes all traffic again.
+            None if current.deployment.canary.is_some() => {
+                resolve(&versions, &current.deployment.stable)?
+            }
             None => {
                 let position = versions
                     .iter()

@@ -88,7 +88,8 @@ fn version_row(v: &Value) -> String {
 #[derive(Args, Debug)]
 pub struct RollbackArgs {
     /// The version to put back (an id or a prefix of 4+ characters)
-    /// [default: the one deployed before the current].
+    /// [default: during a rollout, the stable version; else the one
+    /// deployed before the current].
     #[arg(value_name = "VERSION")]
     target: Option<String>,
 
