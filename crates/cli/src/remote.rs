@@ -163,6 +163,60 @@ impl Remote {
         self.read(path, response)
     }
 
+    /// `PUT path` with `body` as raw bytes and extra headers.
+    pub fn put_bytes(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .agent
+            .put(&self.url(path))
+            .header("authorization", &self.auth())
+            .header("content-type", "application/octet-stream");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send(body);
+        self.read(path, response)
+    }
+
+    /// `GET path` answered with raw bytes: its headers and body, or `None`
+    /// on a 404.
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Option<(http::HeaderMap, Vec<u8>)>> {
+        let response = self
+            .agent
+            .get(&self.url(path))
+            .header("authorization", &self.auth())
+            .call();
+        match response {
+            Ok(mut r) if r.status().is_success() => {
+                let headers = r.headers().clone();
+                let body = r
+                    .body_mut()
+                    .with_config()
+                    .limit(64 * 1024 * 1024)
+                    .read_to_vec()
+                    .with_context(|| format!("reading the node's answer to {path}"))?;
+                Ok(Some((headers, body)))
+            }
+            Ok(r) if r.status() == http::StatusCode::NOT_FOUND => {
+                // A missing key is an answer; a missing namespace is an error.
+                let error = self.read(path, Ok(r)).unwrap_err();
+                if error.to_string().contains("no key") {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
+            other => {
+                self.read(path, other)?;
+                anyhow::bail!("unexpected answer to {path}")
+            }
+        }
+    }
+
     /// `PUT path` with `length` bytes read from `body`.
     pub fn put_stream(
         &self,

@@ -646,3 +646,126 @@ fn every_documented_operation_is_served_and_nothing_else() {
     let wrong_method = node.admin_call("PATCH", "/v1/workers", Some(TOKEN), None);
     assert_eq!(wrong_method.status, 405);
 }
+
+#[test]
+fn verge_kv_remote_reaches_the_same_store_the_guests_use() {
+    let node = Node::start(&[]);
+    let kv = |args: &[&str]| {
+        let mut command = node.cli();
+        command.args(["kv", "--remote"]).args(args);
+        command
+    };
+    // Deploying a worker bound to a namespace that does not exist fails.
+    let project = worker(
+        "store",
+        std::path::Path::new(KV_FIXTURE),
+        "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n",
+    );
+    assert!(deploy_refused(&node, project.path()).contains("`shared`"));
+    succeed(&mut kv(&["namespace", "create", "shared"]));
+    deploy(&node, project.path(), &[]);
+    assert_eq!(succeed(&mut kv(&["namespace", "list"])).trim(), "shared");
+
+    // The CLI writes, the guest reads; the guest writes, the CLI reads.
+    succeed(&mut kv(&[
+        "key",
+        "put",
+        "dir/greeting",
+        "hello there",
+        "-n",
+        "shared",
+        "--metadata",
+        "{\"v\":1}",
+        "--ttl",
+        "3600",
+    ]));
+    let reply = node.get("store.localhost", "/get?key=dir/greeting");
+    assert_eq!(reply.text(), "hello there");
+    assert_eq!(reply.headers["x-metadata"], "{\"v\":1}");
+    assert_eq!(
+        node.get("store.localhost", "/put?key=from-guest&bytes=3")
+            .status,
+        200
+    );
+    assert_eq!(
+        succeed(&mut kv(&["key", "get", "from-guest", "-n", "shared"])),
+        "vvv"
+    );
+    let info: Value = serde_json::from_str(&succeed(&mut kv(&[
+        "key",
+        "get",
+        "dir/greeting",
+        "-n",
+        "shared",
+        "--info",
+    ])))
+    .unwrap();
+    assert_eq!(info["metadata"], json!({ "v": 1 }));
+    assert!(info["expiration"].as_u64().unwrap() > 0);
+
+    let bulk = tempfile::tempdir().unwrap();
+    let pairs = bulk.path().join("pairs.json");
+    std::fs::write(
+        &pairs,
+        json!([
+            { "key": "b1", "value": "one" },
+            { "key": "b2", "value": "AAEC", "base64": true },
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    succeed(kv(&["bulk", "put"]).arg(&pairs).args(["-n", "shared"]));
+    assert_eq!(node.get("store.localhost", "/get?key=b1").text(), "one");
+    assert_eq!(
+        node.get("store.localhost", "/get?key=b2").body.unwrap(),
+        [0u8, 1, 2]
+    );
+
+    let listed: Value = serde_json::from_str(&succeed(&mut kv(&[
+        "key", "list", "-n", "shared", "--limit", "2",
+    ])))
+    .unwrap();
+    let names: Vec<&str> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b1", "b2"]);
+    assert_eq!(listed["list_complete"], false);
+    let rest: Value = serde_json::from_str(&succeed(&mut kv(&[
+        "key",
+        "list",
+        "-n",
+        "shared",
+        "--cursor",
+        listed["cursor"].as_str().unwrap(),
+    ])))
+    .unwrap();
+    let names: Vec<&str> = rest["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dir/greeting", "from-guest"]);
+
+    succeed(&mut kv(&["key", "delete", "dir/greeting", "-n", "shared"]));
+    assert_eq!(
+        node.get("store.localhost", "/get?key=dir/greeting").status,
+        404
+    );
+    let missing = kv(&["key", "get", "dir/greeting", "-n", "shared"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no key `dir/greeting`"));
+    // Limits are the guests' limits.
+    let long = "k".repeat(600);
+    let refused = kv(&["key", "put", &long, "v", "-n", "shared"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("above the limit of 512"));
+    let unknown = kv(&["key", "get", "x", "-n", "nope"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("namespace `nope` does not exist"));
+}

@@ -1,19 +1,20 @@
 //! `verge kv`: namespaces and keys of the local KV store of a project (the
-//! one `verge dev` serves from, in `.verge/kv.db`).
+//! one `verge dev` serves from, in `.verge/kv.db`), or of a node with
+//! `--remote`.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use serde::Deserialize;
-use verge_kv::{
-    BulkWrite, Clock, Expiration, KvStore, ListOptions, Namespace, PutOptions, SystemClock,
-};
+use verge_kv::{BulkWrite, Clock, KvStore, ListOptions, SystemClock};
 use verge_kv_sqlite::SqliteStore;
+use verge_node::admin::kv::{BulkPair, expiration_of};
+
+use crate::commands::kv_target::Target;
+use crate::remote::NodeArgs;
 
 #[derive(Args, Debug)]
 pub struct KvArgs {
@@ -24,6 +25,14 @@ pub struct KvArgs {
     /// The data directory holding kv.db [default: DIR/.verge].
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+
+    /// Act on a node's KV through its admin API instead of the local store
+    /// (the node from --node / VERGE_NODE or the config file).
+    #[arg(long, global = true)]
+    remote: bool,
+
+    #[command(flatten)]
+    node: NodeArgs,
 
     #[command(subcommand)]
     command: KvCommand,
@@ -127,55 +136,51 @@ enum BulkCommand {
     },
 }
 
-/// One pair of a bulk put, in the format Workers KV's bulk API takes.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BulkPair {
-    key: String,
-    value: String,
-    expiration: Option<u64>,
-    expiration_ttl: Option<u64>,
-    metadata: Option<serde_json::Value>,
-    #[serde(default)]
-    base64: bool,
+pub fn run(args: KvArgs) -> anyhow::Result<()> {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async move {
+        let target = if args.remote {
+            Target::Remote(args.node.connect()?)
+        } else {
+            local(&args)?
+        };
+        match args.command {
+            KvCommand::Namespace(command) => namespaces(&target, command).await,
+            KvCommand::Key(command) => keys(&target, command).await,
+            KvCommand::Bulk(command) => bulk(&target, command).await,
+        }
+    })
 }
 
-pub fn run(args: KvArgs) -> anyhow::Result<()> {
+/// The project's local store.
+fn local(args: &KvArgs) -> anyhow::Result<Target> {
     let path = args
         .data_dir
         .clone()
         .unwrap_or_else(|| args.dir.join(".verge"))
         .join("kv.db");
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    tokio.block_on(async move {
-        let creating = matches!(
-            args.command,
-            KvCommand::Namespace(NamespaceCommand::Create { .. })
+    let creating = matches!(
+        args.command,
+        KvCommand::Namespace(NamespaceCommand::Create { .. })
+    );
+    if !creating && !path.exists() {
+        bail!(
+            "there is no local KV store at {}; `verge dev` creates it with the namespaces \
+             verge.toml binds, or run `verge kv namespace create NAME` (add --remote for a node's)",
+            path.display()
         );
-        if !creating && !path.exists() {
-            bail!(
-                "there is no local KV store at {}; `verge dev` creates it with the namespaces \
-                 verge.toml binds, or run `verge kv namespace create NAME`",
-                path.display()
-            );
-        }
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store: Arc<dyn KvStore> = Arc::new(
-            SqliteStore::open(&path, clock.clone())
-                .with_context(|| format!("cannot open the KV store {}", path.display()))?,
-        );
-        let namespace = |name: &str| Namespace::new(store.clone(), name, clock.clone());
-        match args.command {
-            KvCommand::Namespace(command) => namespaces(&*store, command).await,
-            KvCommand::Key(command) => keys(command, namespace).await,
-            KvCommand::Bulk(command) => bulk(command, namespace).await,
-        }
-    })
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store: Arc<dyn KvStore> = Arc::new(
+        SqliteStore::open(&path, clock.clone())
+            .with_context(|| format!("cannot open the KV store {}", path.display()))?,
+    );
+    Ok(Target::Local { store, clock })
 }
 
-async fn namespaces(store: &dyn KvStore, command: NamespaceCommand) -> anyhow::Result<()> {
+async fn namespaces(store: &Target, command: NamespaceCommand) -> anyhow::Result<()> {
     match command {
         NamespaceCommand::Create { name } => {
             if store.create_namespace(&name).await? {
@@ -209,7 +214,7 @@ fn shown(key: &str) -> String {
     }
 }
 
-async fn keys(command: KeyCommand, namespace: impl Fn(&str) -> Namespace) -> anyhow::Result<()> {
+async fn keys(target: &Target, command: KeyCommand) -> anyhow::Result<()> {
     match command {
         KeyCommand::Put {
             key,
@@ -229,13 +234,8 @@ async fn keys(command: KeyCommand, namespace: impl Fn(&str) -> Namespace) -> any
                     (None, None) => read_stdin()?,
                 };
             let expiration = expiration_of(ttl, expiration);
-            let options = PutOptions {
-                expiration,
-                metadata,
-                ..Default::default()
-            };
-            let generation = namespace(&ns.namespace)
-                .put(key.as_bytes(), value, options)
+            let generation = target
+                .put(&ns.namespace, &key, value, expiration, metadata)
                 .await
                 .with_context(|| {
                     format!(
@@ -247,16 +247,13 @@ async fn keys(command: KeyCommand, namespace: impl Fn(&str) -> Namespace) -> any
             eprintln!("Stored `{key}` (generation {generation})");
         }
         KeyCommand::Get { key, ns, info } => {
-            let entry = namespace(&ns.namespace)
-                .get(key.as_bytes())
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot get `{}` from namespace `{}`",
-                        shown(&key),
-                        ns.namespace
-                    )
-                })?;
+            let entry = target.get(&ns.namespace, &key).await.with_context(|| {
+                format!(
+                    "cannot get `{}` from namespace `{}`",
+                    shown(&key),
+                    ns.namespace
+                )
+            })?;
             let Some(entry) = entry else {
                 bail!("no key `{key}` in namespace `{}`", ns.namespace);
             };
@@ -288,39 +285,20 @@ async fn keys(command: KeyCommand, namespace: impl Fn(&str) -> Namespace) -> any
                 limit,
                 cursor,
             };
-            let page = namespace(&ns.namespace)
-                .list(&options)
+            let out = target
+                .list(&ns.namespace, options)
                 .await
                 .with_context(|| format!("cannot list namespace `{}`", ns.namespace))?;
-            let keys: Vec<_> = page
-                .keys
-                .iter()
-                .map(|k| {
-                    let metadata = k
-                        .metadata
-                        .as_deref()
-                        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
-                    serde_json::json!({
-                        "name": String::from_utf8_lossy(&k.name),
-                        "expiration": k.expiration,
-                        "metadata": metadata,
-                    })
-                })
-                .collect();
-            let out = serde_json::json!({ "keys": keys, "cursor": page.cursor, "list_complete": page.list_complete });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         KeyCommand::Delete { key, ns } => {
-            let existed = namespace(&ns.namespace)
-                .delete(key.as_bytes())
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot delete `{}` from namespace `{}`",
-                        shown(&key),
-                        ns.namespace
-                    )
-                })?;
+            let existed = target.delete(&ns.namespace, &key).await.with_context(|| {
+                format!(
+                    "cannot delete `{}` from namespace `{}`",
+                    shown(&key),
+                    ns.namespace
+                )
+            })?;
             eprintln!(
                 "{}",
                 if existed {
@@ -334,37 +312,16 @@ async fn keys(command: KeyCommand, namespace: impl Fn(&str) -> Namespace) -> any
     Ok(())
 }
 
-async fn bulk(command: BulkCommand, namespace: impl Fn(&str) -> Namespace) -> anyhow::Result<()> {
+async fn bulk(target: &Target, command: BulkCommand) -> anyhow::Result<()> {
     let (file, ns, writes) = match command {
         BulkCommand::Put { file, ns } => {
             let pairs: Vec<BulkPair> = read_json(&file)?;
             let mut writes = Vec::with_capacity(pairs.len());
             for (i, pair) in pairs.into_iter().enumerate() {
-                let value = if pair.base64 {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(&pair.value)
-                        .with_context(|| {
-                            format!(
-                                "{}: entry {i} (`{}`): value is not base64",
-                                file.display(),
-                                pair.key
-                            )
-                        })?
-                } else {
-                    pair.value.into_bytes()
-                };
-                let expiration = expiration_of(pair.expiration_ttl, pair.expiration);
-                let metadata = pair.metadata.map(|m| m.to_string());
-                let options = PutOptions {
-                    expiration,
-                    metadata,
-                    ..Default::default()
-                };
-                writes.push(BulkWrite::Put {
-                    key: pair.key.into_bytes(),
-                    value: Bytes::from(value),
-                    options,
-                });
+                writes.push(
+                    pair.into_write()
+                        .map_err(|e| anyhow::anyhow!("{}: entry {i}: {e}", file.display()))?,
+                );
             }
             (file, ns, writes)
         }
@@ -380,30 +337,15 @@ async fn bulk(command: BulkCommand, namespace: impl Fn(&str) -> Namespace) -> an
         }
     };
     let count = writes.len();
-    let outcomes = namespace(&ns.namespace)
-        .bulk(writes)
-        .await
-        .with_context(|| {
-            format!(
-                "{}: nothing was written to namespace `{}`",
-                file.display(),
-                ns.namespace
-            )
-        })?;
-    if let Some(e) = outcomes.iter().find_map(|o| o.as_ref().err()) {
-        bail!("{}: a write failed: {e}", file.display());
-    }
+    target.bulk(&ns.namespace, writes).await.with_context(|| {
+        format!(
+            "{}: nothing was written to namespace `{}`",
+            file.display(),
+            ns.namespace
+        )
+    })?;
     eprintln!("Applied {count} writes to namespace `{}`", ns.namespace);
     Ok(())
-}
-
-/// A TTL wins over an absolute expiration, as in Workers KV.
-fn expiration_of(ttl: Option<u64>, at: Option<u64>) -> Expiration {
-    match (ttl, at) {
-        (Some(ttl), _) => Expiration::Ttl(ttl),
-        (None, Some(at)) => Expiration::At(at),
-        (None, None) => Expiration::Never,
-    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(file: &Path) -> anyhow::Result<T> {

@@ -2,6 +2,7 @@ pub mod build;
 pub mod deploy;
 pub mod dev;
 pub mod kv;
+pub mod kv_target;
 pub mod new;
 pub mod secret;
 pub mod serve;

@@ -4,6 +4,7 @@
 
 mod auth;
 mod error;
+pub mod kv;
 mod observe;
 mod secrets;
 mod workers;
@@ -83,6 +84,15 @@ routes! {
         get "/v1/workers/{name}/secrets" => secrets::list,
         put "/v1/workers/{name}/secrets/{secret}" => secrets::put,
         delete "/v1/workers/{name}/secrets/{secret}" => secrets::delete,
+        get "/v1/kv/namespaces" => kv::list_namespaces,
+        post "/v1/kv/namespaces" => kv::create_namespace,
+        delete "/v1/kv/namespaces/{namespace}" => kv::delete_namespace,
+        get "/v1/kv/namespaces/{namespace}/keys" => kv::list_keys,
+        get "/v1/kv/namespaces/{namespace}/values/{key}" => kv::get_value,
+        put "/v1/kv/namespaces/{namespace}/values/{key}" => kv::put_value,
+        delete "/v1/kv/namespaces/{namespace}/values/{key}" => kv::delete_value,
+        put "/v1/kv/namespaces/{namespace}/bulk" => kv::bulk_put,
+        post "/v1/kv/namespaces/{namespace}/bulk/delete" => kv::bulk_delete,
     }
 }
 
