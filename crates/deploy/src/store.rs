@@ -36,6 +36,10 @@ pub trait DeployStore: Send + Sync {
     /// Every worker's current deployment, by worker name.
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError>;
 
+    /// Forgets a worker's versions other than `keep`, and the blobs no
+    /// version uses any more; returns how many versions went.
+    async fn prune_versions(&self, worker: &str, keep: &[String]) -> Result<usize, StoreError>;
+
     /// Forgets a worker: its deployment, versions, secrets, and the blobs no
     /// other version uses. `false` if it had no deployment.
     async fn delete_worker(&self, worker: &str) -> Result<bool, StoreError>;

@@ -218,6 +218,34 @@ impl DeployStore for SqliteControl {
         .await
     }
 
+    async fn prune_versions(&self, worker: &str, keep: &[String]) -> Result<usize, StoreError> {
+        let worker = worker.to_string();
+        let keep = keep.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let ids: Vec<String> = {
+                let mut statement = tx.prepare("SELECT id FROM versions WHERE worker = ?1")?;
+                statement
+                    .query_map([&worker], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let mut removed = 0;
+            for id in ids.iter().filter(|id| !keep.contains(id)) {
+                removed += tx.execute(
+                    "DELETE FROM versions WHERE worker = ?1 AND id = ?2",
+                    params![worker, id],
+                )?;
+            }
+            tx.execute(
+                "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)",
+                [],
+            )?;
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn delete_worker(&self, worker: &str) -> Result<bool, StoreError> {
         let worker = worker.to_string();
         self.call(move |conn| {
@@ -347,6 +375,20 @@ mod tests {
         deployment.canary = None;
         store.set_deployment(&deployment).await.unwrap();
         assert_eq!(store.deployments().await.unwrap(), [deployment]);
+
+        assert_eq!(store.prune_versions("a", &["v2".into()]).await.unwrap(), 1);
+        let ids: Vec<_> = store
+            .versions("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.id)
+            .collect();
+        assert_eq!(ids, ["v2"]);
+        assert!(
+            store.blob("c1").await.unwrap().is_some(),
+            "b's version uses c1"
+        );
 
         store.put_secret("a", "TOKEN", "x").await.unwrap();
         assert!(store.delete_worker("a").await.unwrap());

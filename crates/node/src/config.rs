@@ -53,6 +53,9 @@ pub struct NodeConfig {
     pub drain_timeout: Duration,
     /// Use the pooling instance allocator where the machine allows it.
     pub pooling: bool,
+    /// Put guest failure details in error responses (for staging and
+    /// `verge dev`; production nodes keep them in the log and the tail).
+    pub error_detail: bool,
 }
 
 /// One layer of settings, every one optional: the config file's shape, and
@@ -71,6 +74,7 @@ pub struct ConfigLayer {
     pub queue_timeout_ms: Option<u64>,
     pub drain_timeout_s: Option<u64>,
     pub pooling: Option<bool>,
+    pub error_detail: Option<bool>,
     #[serde(default)]
     pub ceilings: CeilingsLayer,
 }
@@ -142,6 +146,7 @@ impl ConfigLayer {
             queue_timeout_ms: self.queue_timeout_ms.or(lower.queue_timeout_ms),
             drain_timeout_s: self.drain_timeout_s.or(lower.drain_timeout_s),
             pooling: self.pooling.or(lower.pooling),
+            error_detail: self.error_detail.or(lower.error_detail),
             ceilings: CeilingsLayer {
                 cpu_ms: self.ceilings.cpu_ms.or(lower.ceilings.cpu_ms),
                 wall_ms: self.ceilings.wall_ms.or(lower.ceilings.wall_ms),
@@ -302,6 +307,7 @@ impl NodeConfig {
             queue_timeout: Duration::from_millis(layer.queue_timeout_ms.unwrap_or(1000)),
             drain_timeout: Duration::from_secs(layer.drain_timeout_s.unwrap_or(30)),
             pooling: layer.pooling.unwrap_or(true),
+            error_detail: layer.error_detail.unwrap_or(false),
         })
     }
 }

@@ -14,8 +14,8 @@ use verge_deploy::{
 use verge_kv::{Clock, KvStore, Namespace};
 use verge_manifest::Manifest;
 use verge_runtime::{
-    KvBindings, LoadError, MAX_COMPONENT_SIZE, RequestSink, Runtime, RuntimeConfig, Worker,
-    component_hash,
+    CompileSource, KvBindings, LoadError, MAX_COMPONENT_SIZE, RequestSink, Runtime, RuntimeConfig,
+    Worker, component_hash,
 };
 
 use crate::config::NodeConfig;
@@ -80,6 +80,8 @@ pub struct Deployed {
     /// `false` when this exact version had been deployed before.
     pub new_version: bool,
     pub deployment: Deployment,
+    /// Whether the new version's code came from the compile cache.
+    pub compile: CompileSource,
 }
 
 pub struct Node {
@@ -260,7 +262,7 @@ impl Node {
             },
         };
         // Load first: nothing is stored or swapped unless it can serve.
-        let loaded = self
+        let (loaded, compile) = self
             .load_version(&version, &manifest, bytes.to_vec())
             .await?;
         let fresh = HashMap::from([(version.id.clone(), (loaded, manifest))]);
@@ -280,6 +282,7 @@ impl Node {
             version,
             new_version,
             deployment,
+            compile,
         })
     }
 
@@ -347,6 +350,22 @@ impl Node {
         }
         self.registry.remove(worker);
         Ok(())
+    }
+
+    /// Forgets a worker's versions that take no traffic, and their
+    /// components (`verge dev` does so after each rebuild).
+    pub async fn prune_versions(&self, worker: &str) -> Result<usize, NodeError> {
+        let _changing = self.changing.lock().await;
+        let Some(live) = self.registry.get(worker) else {
+            return Ok(0);
+        };
+        let keep: Vec<String> = live
+            .deployment
+            .shares()
+            .into_iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
+        Ok(self.stores.deploys.prune_versions(worker, &keep).await?)
     }
 
     /// A worker's versions, newest first.
@@ -437,7 +456,7 @@ impl Node {
                         short_id(id)
                     ))
                 })?;
-            let worker = self
+            let (worker, _) = self
                 .load_version(&version, &manifest, bytes.to_vec())
                 .await?;
             Ok((worker, manifest))
@@ -464,10 +483,10 @@ impl Node {
         version: &Version,
         manifest: &Manifest,
         component: Vec<u8>,
-    ) -> Result<Arc<Worker>, NodeError> {
+    ) -> Result<(Arc<Worker>, CompileSource), NodeError> {
         let kv = self.kv_bindings(manifest).await?;
         let secrets = self.stores.secrets.secrets(&version.worker).await?;
-        let spec = worker_spec(manifest, component, &secrets, kv, false);
+        let spec = worker_spec(manifest, component, &secrets, kv, self.config.error_detail);
         let runtime = self.runtime.clone();
         let loaded = tokio::task::spawn_blocking(move || runtime.load(spec))
             .await
@@ -475,7 +494,7 @@ impl Node {
         match loaded {
             Ok((worker, source)) => {
                 self.metrics.record_load(source);
-                Ok(Arc::new(worker))
+                Ok((Arc::new(worker), source))
             }
             Err(e) => Err(load_error(e)),
         }

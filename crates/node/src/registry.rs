@@ -73,6 +73,8 @@ pub struct Registry {
     table: RwLock<Arc<Table>>,
     /// Workers answer at `NAME.<domain>`; stored with a leading dot.
     domain_suffix: String,
+    /// The worker that takes requests nothing else matches (`verge dev`).
+    fallback: RwLock<Option<String>>,
 }
 
 impl Registry {
@@ -80,7 +82,14 @@ impl Registry {
         Registry {
             table: RwLock::new(Arc::default()),
             domain_suffix: format!(".{domain}"),
+            fallback: RwLock::new(None),
         }
+    }
+
+    /// Sends requests no route or name matches to `worker` (as `verge dev`
+    /// does with its one worker), or to nobody.
+    pub fn set_fallback(&self, worker: Option<String>) {
+        *self.fallback.write().unwrap_or_else(|p| p.into_inner()) = worker;
     }
 
     fn table(&self) -> Arc<Table> {
@@ -164,12 +173,17 @@ impl Registry {
         {
             return Ok(live.clone());
         }
+        if let Some(name) = host.strip_suffix(&self.domain_suffix)
+            && let Some(live) = table.workers.get(name)
+        {
+            return Ok(live.clone());
+        }
+        let fallback = self.fallback.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(live) = fallback.as_ref().and_then(|name| table.workers.get(name)) {
+            return Ok(live.clone());
+        }
         if let Some(name) = host.strip_suffix(&self.domain_suffix) {
-            return table
-                .workers
-                .get(name)
-                .cloned()
-                .ok_or_else(|| format!("no worker named `{name}` is deployed on this node"));
+            return Err(format!("no worker named `{name}` is deployed on this node"));
         }
         Err(format!(
             "no worker serves {host}{path}: workers answer at NAME{} and at the routes in their verge.toml",

@@ -38,6 +38,11 @@ pub struct TailEvent {
     pub termination: Option<TailTermination>,
 }
 
+/// Milliseconds to the microsecond.
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -64,10 +69,10 @@ impl TailEvent {
             method: s.method.to_string(),
             path: s.path.clone(),
             status: s.status,
-            cpu_ms: s.cpu.as_secs_f64() * 1000.0,
-            wall_ms: s.wall.as_secs_f64() * 1000.0,
+            cpu_ms: millis(s.cpu),
+            wall_ms: millis(s.wall),
             kv_ops: s.kv_ops,
-            kv_ms: s.kv_time.as_secs_f64() * 1000.0,
+            kv_ms: millis(s.kv_time),
             logs: s
                 .logs
                 .iter()

@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,30 +26,22 @@ pub trait Dispatch: Send + Sync + 'static {
     fn route(&self, request: &Request<Incoming>) -> Result<Arc<Worker>, String>;
 }
 
-/// One worker serving every request, swappable while serving (as `verge dev`
-/// does when the worker is rebuilt).
+/// One worker serving every request (a node routes among many; see
+/// verge-node's `Registry`).
 pub struct SingleWorker {
-    current: RwLock<Arc<Worker>>,
+    current: Arc<Worker>,
 }
 
 impl SingleWorker {
     pub fn new(worker: Worker) -> SingleWorker {
         SingleWorker {
-            current: RwLock::new(Arc::new(worker)),
+            current: Arc::new(worker),
         }
     }
 
-    /// Puts `worker` in place; requests already running finish on the old one.
-    pub fn replace(&self, worker: Worker) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(worker);
-    }
-
-    /// The worker serving now.
+    /// The worker.
     pub fn current(&self) -> Arc<Worker> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.clone()
     }
 }
 

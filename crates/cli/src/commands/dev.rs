@@ -1,5 +1,7 @@
-//! `verge dev`: build the worker in a directory and serve it locally with the
-//! real runtime, printing one line per request with its timings.
+//! `verge dev`: build the worker in a directory and serve it locally,
+//! printing one line per request with its timings. The local node is the
+//! one `verge serve` runs: each build is deployed to it, validated the same
+//! way, and hot reload is a redeploy.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,12 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use verge_manifest::{ComponentSource, Manifest};
+use verge_node::{DeployRequest, Node, NodeConfig, StoreConfig};
 use verge_runtime::guest_log::LogStream;
-use verge_runtime::server::{ServeOptions, SingleWorker, serve};
-use verge_runtime::{
-    CompileSource, KvBindings, Limits, RequestSink, RequestSummary, Runtime, RuntimeConfig,
-    WorkerSpec, ms,
-};
+use verge_runtime::server::{ServeOptions, serve};
+use verge_runtime::{CompileSource, Limits, RequestSink, RequestSummary, component_hash, ms};
 
 use crate::build::{build, human_size};
 use crate::commands::watch;
@@ -89,46 +89,61 @@ pub struct DevArgs {
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.dir)?;
     let built = build(&manifest, args.no_build)?;
-    let ceilings = Limits {
-        cpu: Duration::from_millis(args.max_cpu_ms),
-        wall: Duration::from_millis(args.max_wall_ms),
-        memory: args.max_memory_mib * MIB,
-        body: args.max_body_mib * MIB,
-        subrequests: args.max_subrequests,
-    };
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| manifest.dir.join(".verge"));
+    // The node `verge serve` runs, with one worker that answers at any
+    // host, deployed from the build on every save.
+    let config = NodeConfig {
+        listen: args.listen,
+        admin_listen: args.listen,
+        data_dir,
+        store: StoreConfig::Sqlite,
+        domain: "localhost".into(),
+        admin_tokens: Vec::new(),
+        ceilings: Limits {
+            cpu: Duration::from_millis(args.max_cpu_ms),
+            wall: Duration::from_millis(args.max_wall_ms),
+            memory: args.max_memory_mib * MIB,
+            body: args.max_body_mib * MIB,
+            subrequests: args.max_subrequests,
+        },
+        max_instances: args.max_instances,
+        queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+        drain_timeout: Duration::from_secs(args.drain_timeout_s),
+        pooling: !args.no_pooling,
+        error_detail: !args.no_error_detail,
+    };
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     tokio.block_on(async move {
-        let runtime = Runtime::new(RuntimeConfig {
-            ceilings,
-            max_instances: args.max_instances,
-            queue_timeout: Duration::from_millis(args.queue_timeout_ms),
-            pooling: !args.no_pooling,
-            cache_dir: Some(data_dir.join("compiled")),
-            sink: Arc::new(DevLog {
-                style: Style::stdout(),
-            }),
-            ..RuntimeConfig::default()
-        })?;
-        let kv = open_kv(&manifest, &data_dir).await?;
-        let expose_errors = !args.no_error_detail;
-        let spec = worker_spec(&manifest, built.bytes, kv.clone(), expose_errors)?;
-        let size = spec.component.len() as u64;
-        let (worker, source) = runtime.load(spec).with_context(|| {
-            format!(
-                "cannot load worker `{}` from {}",
-                manifest.name,
-                built.path.display()
-            )
-        })?;
+        let stores = verge_node::open_stores(&config)?;
+        // Workers of earlier sessions under other names would only hold
+        // routes and memory.
+        for old in stores.deploys.deployments().await? {
+            if old.worker != manifest.name {
+                stores.deploys.delete_worker(&old.worker).await?;
+            }
+        }
+        let log = Arc::new(DevLog {
+            style: Style::stdout(),
+        });
+        let node = Node::start(config, stores, log).await?;
+        let size = built.bytes.len() as u64;
+        let deployed = deploy_local(&node, &manifest, built.bytes)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot load worker `{}` from {}",
+                    manifest.name,
+                    built.path.display()
+                )
+            })?;
         let style = Style::stderr();
-        match source {
+        match deployed.compile {
             CompileSource::Cache => eprintln!(
                 "{} {} ({}) from the compile cache",
                 style.green("Loaded"),
@@ -161,10 +176,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             out.bold(&format!("http://{address}"))
         );
         let options = ServeOptions {
-            drain_timeout: Duration::from_secs(args.drain_timeout_s),
+            drain_timeout: node.config.drain_timeout,
             ..Default::default()
         };
-        let dispatch = Arc::new(SingleWorker::new(worker));
         let watch_root = manifest
             .dir
             .canonicalize()
@@ -172,12 +186,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         let watching = matches!(manifest.source, ComponentSource::Build { .. }) && !args.no_watch;
         let _watcher = if watching {
             let reloader = Reloader {
-                runtime: runtime.clone(),
-                dispatch: dispatch.clone(),
-                kv,
-                kv_namespaces: manifest.kv_namespaces.clone(),
+                node: node.clone(),
                 dir: watch_root.clone(),
-                expose_errors,
+                handle: tokio::runtime::Handle::current(),
             };
             match watch::spawn(watch_root, move |changed| reloader.reload(changed)) {
                 Ok(watcher) => Some(watcher),
@@ -193,7 +204,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let drained = serve(listener, dispatch, options, shutdown_signal()).await;
+        let drained = serve(listener, node.registry.clone(), options, shutdown_signal()).await;
         eprintln!(
             "{}",
             if drained {
@@ -206,58 +217,56 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Opens the local store in the data dir and creates the namespaces the
-/// manifest binds, so a worker's KV works on its first request.
-async fn open_kv(manifest: &Manifest, data_dir: &std::path::Path) -> anyhow::Result<KvBindings> {
-    if manifest.kv_namespaces.is_empty() {
-        return Ok(KvBindings::default());
-    }
-    let path = data_dir.join("kv.db");
-    let clock: Arc<dyn verge_kv::Clock> = Arc::new(verge_kv::SystemClock);
-    let store: Arc<dyn verge_kv::KvStore> = Arc::new(
-        verge_kv_sqlite::SqliteStore::open(&path, clock.clone())
-            .with_context(|| format!("cannot open the local KV store {}", path.display()))?,
-    );
-    let mut bindings = std::collections::HashMap::new();
-    for kv in &manifest.kv_namespaces {
-        if store.create_namespace(&kv.namespace).await? {
-            eprintln!("Created KV namespace `{}`", kv.namespace);
-        }
-        bindings.insert(
-            kv.binding.clone(),
-            verge_kv::Namespace::new(store.clone(), &kv.namespace, clock.clone()),
-        );
-    }
-    Ok(Arc::new(bindings))
-}
-
-/// The spec of a worker version built from `manifest`: the node's, with
-/// `.dev.vars` as the secrets.
-fn worker_spec(
+/// Deploys a build to the local node as `verge deploy` would to a remote
+/// one, after creating the namespaces the manifest binds and setting the
+/// secrets in `.dev.vars`; earlier versions are forgotten.
+async fn deploy_local(
+    node: &Node,
     manifest: &Manifest,
     component: Vec<u8>,
-    kv: KvBindings,
-    expose_errors: bool,
-) -> anyhow::Result<WorkerSpec> {
+) -> anyhow::Result<verge_node::Deployed> {
+    let stores = node.stores();
+    for kv in &manifest.kv_namespaces {
+        if stores.kv.create_namespace(&kv.namespace).await? {
+            eprintln!("Created KV namespace `{}`", kv.namespace);
+        }
+    }
     let secrets = dev_vars(manifest)?;
-    Ok(verge_node::spec::worker_spec(
-        manifest,
-        component,
-        &secrets,
-        kv,
-        expose_errors,
-    ))
+    for old in stores.secrets.secret_names(&manifest.name).await? {
+        if !secrets.iter().any(|(name, _)| *name == old) {
+            node.delete_secret(&manifest.name, &old).await?;
+        }
+    }
+    let known = stores.secrets.secrets(&manifest.name).await?;
+    for (name, value) in &secrets {
+        if !known.iter().any(|(n, v)| n == name && v == value) {
+            node.put_secret(&manifest.name, name, value).await?;
+        }
+    }
+    let path = manifest.dir.join(verge_manifest::FILE_NAME);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let hash = component_hash(&component);
+    node.put_component(&hash, component.into()).await?;
+    let deployed = node
+        .deploy(DeployRequest {
+            worker: manifest.name.clone(),
+            component: hash,
+            manifest: text,
+            percentage: None,
+            author: "verge dev".into(),
+        })
+        .await?;
+    node.registry.set_fallback(Some(manifest.name.clone()));
+    node.prune_versions(&manifest.name).await?;
+    Ok(deployed)
 }
 
-/// Rebuilds and swaps in the worker when its sources change.
+/// Rebuilds and redeploys the worker when its sources change.
 struct Reloader {
-    runtime: Arc<Runtime>,
-    dispatch: Arc<SingleWorker>,
-    /// The store's bindings stay those `verge dev` started with.
-    kv: KvBindings,
-    kv_namespaces: Vec<verge_manifest::KvBinding>,
+    node: Arc<Node>,
     dir: PathBuf,
-    expose_errors: bool,
+    handle: tokio::runtime::Handle,
 }
 
 impl Reloader {
@@ -285,23 +294,17 @@ impl Reloader {
 
     fn try_reload(&self) -> anyhow::Result<(String, u64)> {
         let manifest = Manifest::load(&self.dir)?;
-        if manifest.kv_namespaces != self.kv_namespaces {
-            eprintln!(
-                "{} [[kv_namespaces]] changed: restart verge dev to apply new bindings",
-                Style::stderr().yellow("warning:")
-            );
-        }
         let built = build(&manifest, false)?;
         let size = built.bytes.len() as u64;
-        let spec = worker_spec(&manifest, built.bytes, self.kv.clone(), self.expose_errors)?;
-        let (worker, _) = self.runtime.load(spec).with_context(|| {
-            format!(
-                "cannot load worker `{}` from {}",
-                manifest.name,
-                built.path.display()
-            )
-        })?;
-        self.dispatch.replace(worker);
+        self.handle
+            .block_on(deploy_local(&self.node, &manifest, built.bytes))
+            .with_context(|| {
+                format!(
+                    "cannot load worker `{}` from {}",
+                    manifest.name,
+                    built.path.display()
+                )
+            })?;
         Ok((manifest.name, size))
     }
 }

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     #[arg(long)]
     no_pooling: bool,
 
+    /// Put guest failure details in error responses (for staging nodes).
+    #[arg(long)]
+    error_detail: bool,
+
     /// Highest CPU limit (ms) a manifest may ask for [default: 50].
     #[arg(long, env = "VERGE_MAX_CPU_MS")]
     max_cpu_ms: Option<u64>,
@@ -114,6 +118,7 @@ impl ServeArgs {
             queue_timeout_ms: self.queue_timeout_ms,
             drain_timeout_s: self.drain_timeout_s,
             pooling: self.no_pooling.then_some(false),
+            error_detail: self.error_detail.then_some(true),
             ceilings: CeilingsLayer {
                 cpu_ms: self.max_cpu_ms,
                 wall_ms: self.max_wall_ms,

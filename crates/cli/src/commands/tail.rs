@@ -67,16 +67,21 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
         let line = line.context("the tail stream broke")?;
         if let Some(name) = line.strip_prefix("event:") {
             event = name.trim().to_string();
-        } else if let Some(data) = line.strip_prefix("data:") {
-            let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-            let text = match (event.as_str(), pretty) {
-                ("dropped", true) => style.yellow(&format!(
-                    "… dropped {} requests: this client fell behind",
-                    data["dropped"]
-                )),
-                ("dropped", false) => data.to_string(),
-                (_, true) => pretty_line(&data, style),
-                (_, false) => data.to_string(),
+        } else if let Some(raw) = line.strip_prefix("data:") {
+            let raw = raw.trim();
+            let text = if !pretty {
+                // The node's JSON as it came, one object per line.
+                raw.to_string()
+            } else {
+                let data: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+                if event == "dropped" {
+                    style.yellow(&format!(
+                        "… dropped {} requests: this client fell behind",
+                        data["dropped"]
+                    ))
+                } else {
+                    pretty_line(&data, style)
+                }
             };
             writeln!(out, "{text}")?;
             out.flush()?;
