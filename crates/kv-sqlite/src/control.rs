@@ -331,6 +331,11 @@ mod tests {
         }
     }
 
+    async fn version_ids(store: &SqliteControl, worker: &str) -> Vec<String> {
+        let versions = store.versions(worker).await.unwrap();
+        versions.into_iter().map(|v| v.id).collect()
+    }
+
     #[tokio::test]
     async fn versions_deployments_and_deletion() {
         let dir = tempfile::tempdir().unwrap();
@@ -351,14 +356,7 @@ mod tests {
         assert!(!store.add_version(&version("a", "v1", "c1")).await.unwrap());
         assert!(store.add_version(&version("a", "v2", "c2")).await.unwrap());
         assert!(store.add_version(&version("b", "v3", "c1")).await.unwrap());
-        let ids: Vec<_> = store
-            .versions("a")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|v| v.id)
-            .collect();
-        assert_eq!(ids, ["v2", "v1"], "newest first");
+        assert_eq!(version_ids(&store, "a").await, ["v2", "v1"], "newest first");
 
         let mut deployment = Deployment {
             worker: "a".into(),
@@ -377,14 +375,7 @@ mod tests {
         assert_eq!(store.deployments().await.unwrap(), [deployment]);
 
         assert_eq!(store.prune_versions("a", &["v2".into()]).await.unwrap(), 1);
-        let ids: Vec<_> = store
-            .versions("a")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|v| v.id)
-            .collect();
-        assert_eq!(ids, ["v2"]);
+        assert_eq!(version_ids(&store, "a").await, ["v2"]);
         assert!(
             store.blob("c1").await.unwrap().is_some(),
             "b's version uses c1"

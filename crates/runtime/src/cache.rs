@@ -1,13 +1,18 @@
 //! The on-disk cache of compiled components.
 //!
 //! Compiling a component with Cranelift takes from tens of milliseconds to
-//! seconds; loading the compiled artifact is a memory map. Artifacts are keyed
+//! seconds; loading the compiled artifact is a memory map. Components loaded
+//! already are shared in memory too: workers deployed from the same bytes
+//! run the same code, so their instances reuse each other's pool slots and
+//! the CPU's caches instead of each bringing a copy. Artifacts are keyed
 //! by the SHA-256 of the component and by the engine's compatibility hash
 //! (wasmtime version, target, compiler settings), so a restart reuses them and
 //! an upgraded node never loads an artifact it cannot run.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -25,12 +30,17 @@ pub enum CompileSource {
     Compiled(Duration),
 }
 
-/// Compiled components on disk.
-#[derive(Debug, Clone)]
+/// Compiled components on disk, and those in use in memory.
 pub struct CompileCache {
     dir: Option<PathBuf>,
     engine_key: String,
+    /// Components in use, by hash, with a token every user holds: an entry
+    /// whose token has no holder left is dropped.
+    in_use: Mutex<HashMap<String, (Component, Weak<()>)>>,
 }
+
+/// Keeps a loaded component shared while its holder lives.
+pub type CodeToken = Arc<()>;
 
 /// The hex SHA-256 of a component's bytes: its content address.
 pub fn component_hash(bytes: &[u8]) -> String {
@@ -49,6 +59,7 @@ impl CompileCache {
         CompileCache {
             dir,
             engine_key: format!("{:016x}", hasher.finish()),
+            in_use: Mutex::new(HashMap::new()),
         }
     }
 
@@ -59,9 +70,31 @@ impl CompileCache {
             .map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_key)))
     }
 
-    /// Loads the compiled form of `bytes` (whose hash is `hash`), compiling and
-    /// storing it if the cache does not have it.
+    /// Loads the compiled form of `bytes` (whose hash is `hash`): shared with
+    /// a worker that has it loaded already, else from disk, else compiled and
+    /// stored. Hold the token as long as the component is in use.
     pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        hash: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, CompileSource, CodeToken), LoadError> {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        in_use.retain(|_, (_, token)| token.strong_count() > 0);
+        if let Some((component, token)) = in_use.get(hash)
+            && let Some(token) = token.upgrade()
+        {
+            return Ok((component.clone(), CompileSource::Cache, token));
+        }
+        // Loading holds the lock: two loads of one new component compile it
+        // once, and loads are rare next to requests.
+        let (component, source) = self.load_from_disk_or_compile(engine, hash, bytes)?;
+        let token = Arc::new(());
+        in_use.insert(hash.to_string(), (component.clone(), Arc::downgrade(&token)));
+        Ok((component, source, token))
+    }
+
+    fn load_from_disk_or_compile(
         &self,
         engine: &Engine,
         hash: &str,

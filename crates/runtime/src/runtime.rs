@@ -143,7 +143,7 @@ impl Runtime {
         }
         spec.limits.check_within(&self.config.ceilings)?;
         let hash = component_hash(&spec.component);
-        let (component, source) =
+        let (component, source, code) =
             self.cache
                 .load_or_compile(&self.engine, &hash, &spec.component)?;
         let imports: Vec<String> = component
@@ -163,7 +163,10 @@ impl Runtime {
         })?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        Ok((Worker::new(self.clone(), spec, hash, imports, pre), source))
+        Ok((
+            Worker::new(self.clone(), spec, hash, imports, pre, code),
+            source,
+        ))
     }
 }
 
@@ -212,7 +215,17 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
         .async_stack_keep_resident(128 * 1024)
         // Where the kernel supports it, reset only the pages an instance
         // dirtied instead of all of the resident part.
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        // A slot last used by the same component is reused with its memory
+        // image in place; any other slot must map the image afresh, which
+        // costs page faults and a TLB shootdown on every core. wasmtime keeps
+        // 100 such warm slots by default, fewer than a node with many workers
+        // needs (each instance takes several slots), so traffic spread over
+        // 100 workers thrashed them; keeping one per instance the pool has
+        // cut that case's CPU per request by half in bench/node.py, for
+        // little resident memory (a warm slot keeps only what its last
+        // instance dirtied, up to the keep-resident sizes above).
+        .max_unused_warm_slots(instances);
     pool
 }
 

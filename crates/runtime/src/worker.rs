@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::cache::CodeToken;
 use crate::invoke::Instance;
 use crate::kv::KvBindings;
 use crate::limits::Limits;
@@ -68,6 +69,8 @@ pub struct Worker {
     pub(crate) outbound: AllowedHosts,
     pub(crate) pre: ProxyPre<InstanceState>,
     idle: Mutex<Vec<Instance>>,
+    /// Keeps the compiled code shared with other workers of the same bytes.
+    _code: CodeToken,
 }
 
 impl Worker {
@@ -77,6 +80,7 @@ impl Worker {
         hash: String,
         imports: Vec<String>,
         pre: ProxyPre<InstanceState>,
+        code: CodeToken,
     ) -> Worker {
         Worker {
             runtime,
@@ -98,6 +102,7 @@ impl Worker {
             outbound: spec.outbound,
             pre,
             idle: Mutex::new(Vec::new()),
+            _code: code,
         }
     }
 

@@ -16,7 +16,7 @@ use verge_runtime::guest_log::LogStream;
 use verge_runtime::server::{ServeOptions, serve};
 use verge_runtime::{CompileSource, Limits, RequestSink, RequestSummary, component_hash, ms};
 
-use crate::build::{build, human_size};
+use crate::build::{Built, build, human_size};
 use crate::commands::watch;
 use crate::term::Style;
 
@@ -133,15 +133,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         });
         let node = Node::start(config, stores, log).await?;
         let size = built.bytes.len() as u64;
-        let deployed = deploy_local(&node, &manifest, built.bytes)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot load worker `{}` from {}",
-                    manifest.name,
-                    built.path.display()
-                )
-            })?;
+        let deployed = deploy_local(&node, &manifest, built).await?;
         let style = Style::stderr();
         match deployed.compile {
             CompileSource::Cache => eprintln!(
@@ -205,14 +197,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             None
         };
         let drained = serve(listener, node.registry.clone(), options, shutdown_signal()).await;
-        eprintln!(
-            "{}",
-            if drained {
-                "Stopped."
-            } else {
-                "Stopped; some requests were cut off."
-            }
-        );
+        report_stopped(drained);
         anyhow::Ok(())
     })
 }
@@ -221,6 +206,17 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 /// one, after creating the namespaces the manifest binds and setting the
 /// secrets in `.dev.vars`; earlier versions are forgotten.
 async fn deploy_local(
+    node: &Node,
+    manifest: &Manifest,
+    built: Built,
+) -> anyhow::Result<verge_node::Deployed> {
+    let path = built.path.display().to_string();
+    deploy_built(node, manifest, built.bytes)
+        .await
+        .with_context(|| format!("cannot load worker `{}` from {path}", manifest.name))
+}
+
+async fn deploy_built(
     node: &Node,
     manifest: &Manifest,
     component: Vec<u8>,
@@ -297,14 +293,7 @@ impl Reloader {
         let built = build(&manifest, false)?;
         let size = built.bytes.len() as u64;
         self.handle
-            .block_on(deploy_local(&self.node, &manifest, built.bytes))
-            .with_context(|| {
-                format!(
-                    "cannot load worker `{}` from {}",
-                    manifest.name,
-                    built.path.display()
-                )
-            })?;
+            .block_on(deploy_local(&self.node, &manifest, built))?;
         Ok((manifest.name, size))
     }
 }
@@ -358,6 +347,18 @@ fn parse_dev_vars(text: &str) -> Result<Vec<(String, String)>, (usize, String)> 
         out.push((name.to_string(), value.to_string()));
     }
     Ok(out)
+}
+
+/// Says how the node stopped.
+pub(crate) fn report_stopped(drained: bool) {
+    eprintln!(
+        "{}",
+        if drained {
+            "Stopped."
+        } else {
+            "Stopped; some requests were cut off."
+        }
+    );
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -9,6 +9,7 @@ use clap::Args;
 use verge_node::config::CeilingsLayer;
 use verge_node::{AdminToken, ConfigLayer, Node, NodeConfig};
 
+use crate::commands::dev;
 use crate::term::Style;
 
 #[derive(Args, Debug)]
@@ -159,15 +160,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             out.bold("Admin API"),
             out.bold(&format!("http://{}", bound.admin_addr()))
         );
-        let drained = verge_node::serve(node, bound, crate::commands::dev::shutdown_signal()).await;
-        eprintln!(
-            "{}",
-            if drained {
-                "Stopped."
-            } else {
-                "Stopped; some requests were cut off."
-            }
-        );
+        let drained = verge_node::serve(node, bound, dev::shutdown_signal()).await;
+        dev::report_stopped(drained);
         anyhow::Ok(())
     })
 }
