@@ -90,7 +90,10 @@ impl CompileCache {
         // once, and loads are rare next to requests.
         let (component, source) = self.load_from_disk_or_compile(engine, hash, bytes)?;
         let token = Arc::new(());
-        in_use.insert(hash.to_string(), (component.clone(), Arc::downgrade(&token)));
+        in_use.insert(
+            hash.to_string(),
+            (component.clone(), Arc::downgrade(&token)),
+        );
         Ok((component, source, token))
     }
 

@@ -186,10 +186,16 @@ fn the_compile_cache_is_keyed_by_content() {
     );
     assert_eq!(worker.hash().len(), 64);
 
-    // A damaged artifact is recompiled, not trusted.
     for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
         std::fs::write(entry.path(), b"damaged").unwrap();
     }
+    // While a worker runs the component, another load shares its code in
+    // memory: the damaged file is not even read.
+    let (sharing, shared) = runtime.load(fixtures()).unwrap();
+    assert_eq!(shared, CompileSource::Cache);
+    // Once no worker holds it, it comes from disk again, where a damaged
+    // artifact is recompiled, not trusted.
+    drop((worker, sharing));
     let (_, again) = runtime.load(fixtures()).unwrap();
     assert!(matches!(again, CompileSource::Compiled(_)));
 }
