@@ -769,3 +769,48 @@ fn verge_kv_remote_reaches_the_same_store_the_guests_use() {
     let unknown = kv(&["key", "get", "x", "-n", "nope"]).output().unwrap();
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("namespace `nope` does not exist"));
 }
+
+#[test]
+fn the_cli_finds_the_node_in_flags_environment_or_its_config_file() {
+    let node = Node::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let mut command = common::verge();
+        command
+            .args(args)
+            .env_remove("VERGE_NODE")
+            .env_remove("VERGE_TOKEN")
+            .env("VERGE_CONFIG_HOME", home.path());
+        command.output().unwrap()
+    };
+    let none = cli(&["versions", "--name", "app"]);
+    assert!(!none.status.success());
+    let error = String::from_utf8_lossy(&none.stderr);
+    assert!(error.contains("no node to talk to"), "{error}");
+    assert!(error.contains("VERGE_NODE"), "{error}");
+
+    let no_token = cli(&["versions", "--name", "app", "--node", &node.admin]);
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("no admin token"));
+
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("node = \"{}\"\ntoken = \"{TOKEN}\"\n", node.admin),
+    )
+    .unwrap();
+    let from_file = cli(&["secret", "list", "--name", "app"]);
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    // A flag wins over the file.
+    let flag = cli(&[
+        "secret",
+        "list",
+        "--name",
+        "app",
+        "--token",
+        "wrong-token-0123456789",
+    ]);
+    assert!(String::from_utf8_lossy(&flag.stderr).contains("not one of this node's admin tokens"));
+}
