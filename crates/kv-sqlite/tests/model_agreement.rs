@@ -1,173 +1,29 @@
 //! Random sequences of KV operations against the real SQLite store and the
-//! in-memory model, with a manual clock so expiration is exercised without
-//! sleeping. Every result must agree, including generations, list pages and
-//! cursors.
-
-mod model;
+//! in-memory model (verge-kv's conformance harness), with a manual clock so
+//! expiration is exercised without sleeping.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use proptest::prelude::*;
-use verge_kv::{
-    Condition, Expiration, KvError, KvStore, ListOptions, ManualClock, Namespace, PutOptions,
-    WriteOutcome,
-};
+use verge_kv::conformance::{agree, ops};
+use verge_kv::{KvError, KvStore, ListOptions, ManualClock, Namespace};
 use verge_kv_sqlite::SqliteStore;
-
-#[derive(Clone, Debug)]
-enum Op {
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-        ttl: Option<u64>,
-        metadata: bool,
-        condition: Condition,
-    },
-    Get {
-        key: Vec<u8>,
-    },
-    Delete {
-        key: Vec<u8>,
-    },
-    Increment {
-        key: Vec<u8>,
-        delta: i64,
-    },
-    ListAll {
-        prefix: Vec<u8>,
-        limit: u32,
-    },
-    Advance {
-        seconds: u64,
-    },
-}
-
-/// Keys over a small alphabet with both extreme bytes, so prefixes, byte
-/// order and collisions all happen often.
-fn key() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(prop::sample::select(vec![b'a', b'b', 0x00, 0xff]), 1..4)
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let condition = prop_oneof![
-        3 => Just(Condition::Always),
-        1 => Just(Condition::IfAbsent),
-        1 => (0u64..12).prop_map(Condition::IfGeneration),
-    ];
-    let value = prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..8),
-        (-5i64..5).prop_map(|n| n.to_string().into_bytes()),
-        // Above the inline threshold, so the blob table is exercised.
-        Just(vec![7u8; 5000]),
-    ];
-    prop_oneof![
-        4 => (key(), value, prop::option::of(1u64..6), any::<bool>(), condition)
-            .prop_map(|(key, value, ttl, metadata, condition)| Op::Put { key, value, ttl, metadata, condition }),
-        3 => key().prop_map(|key| Op::Get { key }),
-        1 => key().prop_map(|key| Op::Delete { key }),
-        2 => (key(), -3i64..4).prop_map(|(key, delta)| Op::Increment { key, delta }),
-        2 => (prop::collection::vec(prop::sample::select(vec![b'a', 0xff]), 0..2), 1u32..4)
-            .prop_map(|(prefix, limit)| Op::ListAll { prefix, limit }),
-        1 => (1u64..4).prop_map(|seconds| Op::Advance { seconds }),
-    ]
-}
-
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(1_000_000);
-        let store: Arc<dyn KvStore> = Arc::new(
-            SqliteStore::open(&dir.path().join("kv.db"), Arc::new(clock.clone())).unwrap(),
-        );
-        store.create_namespace("ns").await.unwrap();
-        let ns = Namespace::new(store, "ns", Arc::new(clock.clone()));
-        let mut model = model::Model::default();
-        for op in ops {
-            let now = verge_kv::Clock::now(&clock);
-            match op {
-                Op::Put {
-                    key,
-                    value,
-                    ttl,
-                    metadata,
-                    condition,
-                } => {
-                    let metadata = metadata.then(|| format!("{{\"len\":{}}}", value.len()));
-                    let options = PutOptions {
-                        expiration: ttl.map_or(Expiration::Never, Expiration::Ttl),
-                        metadata: metadata.clone(),
-                        condition,
-                    };
-                    let real = ns.put(&key, Bytes::from(value.clone()), options).await;
-                    let expected = model
-                        .put(
-                            &key,
-                            Bytes::from(value),
-                            metadata,
-                            ttl.map(|t| now + t),
-                            condition,
-                            now,
-                        )
-                        .map(|o| match o {
-                            WriteOutcome::Put { generation } => generation,
-                            _ => unreachable!(),
-                        });
-                    prop_assert_eq!(real, expected);
-                }
-                Op::Get { key } => {
-                    prop_assert_eq!(ns.get(&key).await.unwrap(), model.get(&key, now))
-                }
-                Op::Delete { key } => {
-                    prop_assert_eq!(
-                        ns.delete(&key).await.map(WriteOutcome::Deleted),
-                        Ok(model.delete(&key, now))
-                    );
-                }
-                Op::Increment { key, delta } => {
-                    let expected = model.increment(&key, delta, now).map(|o| match o {
-                        WriteOutcome::Incremented { value, .. } => value,
-                        _ => unreachable!(),
-                    });
-                    prop_assert_eq!(ns.increment(&key, delta).await, expected);
-                }
-                Op::ListAll { prefix, limit } => {
-                    // Page through everything, comparing page by page.
-                    let mut cursor: Option<String> = None;
-                    let mut after: Option<Vec<u8>> = None;
-                    loop {
-                        let options = ListOptions {
-                            prefix: prefix.clone(),
-                            limit: Some(limit),
-                            cursor: cursor.clone(),
-                        };
-                        let real = ns.list(&options).await.unwrap();
-                        let expected = model.list(&prefix, after.as_deref(), limit, now);
-                        prop_assert_eq!(&real, &expected);
-                        if real.list_complete {
-                            break;
-                        }
-                        after = real.keys.last().map(|k| k.name.clone());
-                        cursor = real.cursor;
-                    }
-                }
-                Op::Advance { seconds } => clock.advance(seconds),
-            }
-        }
-        Ok(())
-    })
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_store_agrees_with_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(ops)?;
+    fn the_store_agrees_with_the_model(ops in ops()) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(1_000_000);
+            let store = SqliteStore::open(&dir.path().join("kv.db"), Arc::new(clock.clone())).unwrap();
+            agree(Arc::new(store), clock, ops).await
+        })?;
     }
 }
 

@@ -9,6 +9,8 @@
 //! code.
 
 mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod limits;
 mod namespace;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::{Condition, Entry, KvError, ListKey, ListPage, WriteOutcome, encode_cursor};
 use bytes::Bytes;
-use verge_kv::{Condition, Entry, KvError, ListKey, ListPage, WriteOutcome, encode_cursor};
 
 #[derive(Default)]
 pub struct Model {
