@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use verge_kv::{Entry, KvError, ListKey, ListPage, encode_cursor};
+use verge_kv::{Entry, KvError, ListKey, ListPage, prefix_end};
 
 use crate::{schema, unavailable};
 
@@ -118,18 +118,6 @@ pub(crate) fn get(
     keys.iter().map(|key| get_one(conn, ns, key, now)).collect()
 }
 
-/// The smallest key greater than every key starting with `prefix`, if any.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 pub(crate) fn list(
     conn: &Connection,
     namespace: &str,
@@ -160,30 +148,6 @@ pub(crate) fn list(
             },
         )
         .map_err(unavailable)?;
-    let mut keys: Vec<ListKey> = rows.collect::<Result<_, _>>().map_err(unavailable)?;
-    let more = keys.len() > limit as usize;
-    keys.truncate(limit as usize);
-    let cursor = if more {
-        keys.last().map(|k| encode_cursor(&k.name))
-    } else {
-        None
-    };
-    Ok(ListPage {
-        keys,
-        cursor,
-        list_complete: !more,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
-        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
-        assert_eq!(prefix_end(&[0xff, 0xff]), None);
-        assert_eq!(prefix_end(b""), None);
-    }
+    let keys: Vec<ListKey> = rows.collect::<Result<_, _>>().map_err(unavailable)?;
+    Ok(ListPage::from_fetched(keys, limit))
 }

@@ -27,5 +27,5 @@ pub use namespace::{BulkWrite, Namespace};
 pub use store::{KvStore, WriteOp, WriteOutcome};
 pub use types::{
     Condition, Entry, Expiration, ListKey, ListOptions, ListPage, PutOptions, decode_cursor,
-    encode_cursor,
+    encode_cursor, prefix_end,
 };

@@ -74,6 +74,38 @@ pub struct ListPage {
     pub list_complete: bool,
 }
 
+impl ListPage {
+    /// The page made of up to `limit + 1` keys a backend fetched in order:
+    /// the extra key only tells that more follow.
+    pub fn from_fetched(mut keys: Vec<ListKey>, limit: u32) -> ListPage {
+        let more = keys.len() > limit as usize;
+        keys.truncate(limit as usize);
+        let cursor = if more {
+            keys.last().map(|k| encode_cursor(&k.name))
+        } else {
+            None
+        };
+        ListPage {
+            keys,
+            cursor,
+            list_complete: !more,
+        }
+    }
+}
+
+/// The smallest key above every key starting with `prefix`, if any: the
+/// exclusive upper bound of a prefix scan.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// The cursor that continues after `last_key`. Opaque to callers: the hex of
 /// the last key returned, which keeps it printable and URL-safe.
 pub fn encode_cursor(last_key: &[u8]) -> String {
@@ -105,6 +137,10 @@ mod tests {
     fn cursors_round_trip_any_bytes() {
         let key = vec![0u8, 0xff, b'a', 0x80];
         assert_eq!(decode_cursor(&encode_cursor(&key)), Ok(key));
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
         for bad in ["", "abc", "zz", "0g"] {
             assert_eq!(decode_cursor(bad), Err(KvError::BadCursor), "{bad}");
         }

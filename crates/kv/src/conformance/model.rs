@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Condition, Entry, KvError, ListKey, ListPage, WriteOutcome, encode_cursor};
+use crate::{Condition, Entry, KvError, ListKey, ListPage, WriteOutcome};
 use bytes::Bytes;
 
 #[derive(Default)]
@@ -90,7 +90,7 @@ impl Model {
     }
 
     pub fn list(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32, now: u64) -> ListPage {
-        let mut keys: Vec<ListKey> = self
+        let keys: Vec<ListKey> = self
             .entries
             .iter()
             .filter(|(k, e)| {
@@ -105,17 +105,6 @@ impl Model {
             })
             .take(limit as usize + 1)
             .collect();
-        let more = keys.len() > limit as usize;
-        keys.truncate(limit as usize);
-        let cursor = if more {
-            keys.last().map(|k| encode_cursor(&k.name))
-        } else {
-            None
-        };
-        ListPage {
-            keys,
-            cursor,
-            list_complete: !more,
-        }
+        ListPage::from_fetched(keys, limit)
     }
 }

@@ -1,0 +1,77 @@
+//! The tables, created and migrated at connect.
+
+use tokio_postgres::Client;
+use verge_kv::KvError;
+
+use crate::unavailable;
+
+/// Each step runs once, in order; `schema_version` records how far a
+/// database has come, so a newer node migrates an older database in place.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE kv_namespaces (
+    id   BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE kv_entries (
+    ns         BIGINT NOT NULL REFERENCES kv_namespaces (id) ON DELETE CASCADE,
+    key        BYTEA NOT NULL,
+    generation BIGINT NOT NULL,
+    expiration BIGINT,
+    metadata   TEXT,
+    value      BYTEA NOT NULL,
+    PRIMARY KEY (ns, key)
+);
+CREATE INDEX kv_entries_by_expiration ON kv_entries (expiration) WHERE expiration IS NOT NULL;
+CREATE SEQUENCE kv_generation;
+"];
+
+/// Creates `schema` and brings its tables to the newest version. Nodes
+/// starting together serialize on an advisory lock.
+pub(crate) async fn migrate(client: &Client, schema: &str) -> Result<(), KvError> {
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock(hashtext('verge-migrate-{schema}'));
+             CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.schema_version (version INTEGER NOT NULL);"
+        ))
+        .await
+        .map_err(unavailable)?;
+    let result = run(client, schema).await;
+    let unlock = client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_unlock(hashtext('verge-migrate-{schema}'))"
+        ))
+        .await
+        .map_err(unavailable);
+    result.and(unlock)
+}
+
+async fn run(client: &Client, schema: &str) -> Result<(), KvError> {
+    let row = client
+        .query_opt(&format!("SELECT version FROM {schema}.schema_version"), &[])
+        .await
+        .map_err(unavailable)?;
+    let done = row.map_or(0, |r| r.get::<_, i32>(0) as usize);
+    if done > MIGRATIONS.len() {
+        return Err(unavailable(format!(
+            "schema `{schema}` is at version {done}, newer than this node knows ({}); \
+             upgrade the node",
+            MIGRATIONS.len()
+        )));
+    }
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let version = step as i32 + 1;
+        client
+            .batch_execute(&format!(
+                "BEGIN;
+                 SET LOCAL search_path = {schema};
+                 {sql}
+                 DELETE FROM schema_version;
+                 INSERT INTO schema_version (version) VALUES ({version});
+                 COMMIT;"
+            ))
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}

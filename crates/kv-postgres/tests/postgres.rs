@@ -1,0 +1,184 @@
+//! The PostgreSQL store against a real server (127.0.0.1:5432, or the URL in
+//! VERGE_TEST_POSTGRES), each test in a schema of its own that it drops:
+//! the conformance property test every backend runs, and what only a shared
+//! database shows (two stores as two nodes, racing writers, migrations).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use verge_kv::conformance::{agree, ops};
+use verge_kv::{Condition, KvError, KvStore, ManualClock, Namespace, PutOptions, SystemClock};
+use verge_kv_postgres::PgStore;
+
+fn url() -> String {
+    std::env::var("VERGE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
+}
+
+/// A schema no other test or run uses.
+fn fresh_schema() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "verge_test_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn drop_schema(schema: &str) {
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL is reachable");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// Runs `test` with a store in a fresh schema, then drops the schema.
+fn with_store<F, T>(test: impl FnOnce(Arc<PgStore>, String) -> F) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let schema = fresh_schema();
+        let store = Arc::new(
+            PgStore::connect(&url(), &schema)
+                .await
+                .expect("PostgreSQL is reachable (set VERGE_TEST_POSTGRES to another URL)"),
+        );
+        let result = test(store, schema.clone()).await;
+        drop_schema(&schema).await;
+        result
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_store_agrees_with_the_model(ops in ops()) {
+        with_store(|store, _| async move {
+            agree(store, ManualClock::new(1_000_000), ops).await
+        })?;
+    }
+}
+
+#[test]
+fn two_stores_on_one_database_act_as_one() {
+    with_store(|a, schema| async move {
+        let b = Arc::new(PgStore::connect(&url(), &schema).await.unwrap());
+        assert!(a.create_namespace("shared").await.unwrap());
+        assert!(!b.create_namespace("shared").await.unwrap());
+        let clock = Arc::new(SystemClock);
+        let on_a = Namespace::new(a.clone(), "shared", clock.clone());
+        let on_b = Namespace::new(b.clone(), "shared", clock.clone());
+
+        // Concurrent increments through both: none lost.
+        let mut tasks = Vec::new();
+        for n in 0..8 {
+            let ns = if n % 2 == 0 {
+                on_a.clone()
+            } else {
+                on_b.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..25 {
+                    ns.increment(b"hits", 1).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let hits = on_b.get(b"hits").await.unwrap().unwrap();
+        assert_eq!(hits.value, Bytes::from("200"));
+
+        // Racing put-if-absent: exactly one wins.
+        let mut tasks = Vec::new();
+        for n in 0..10 {
+            let ns = if n % 2 == 0 {
+                on_a.clone()
+            } else {
+                on_b.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                let options = PutOptions {
+                    condition: Condition::IfAbsent,
+                    ..PutOptions::default()
+                };
+                ns.put(b"lock", Bytes::from(format!("owner {n}")), options)
+                    .await
+            }));
+        }
+        let mut won = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(e) => assert_eq!(e, KvError::ConditionFailed),
+            }
+        }
+        assert_eq!(won, 1);
+
+        // A write on one is read on the other at once (no cache here).
+        on_a.put(b"k", Bytes::from("v"), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            on_b.get(b"k").await.unwrap().unwrap().value,
+            Bytes::from("v")
+        );
+        assert_eq!(b.namespaces().await.unwrap(), ["shared"]);
+        assert!(b.delete_namespace("shared").await.unwrap());
+        assert_eq!(
+            on_a.get(b"k").await,
+            Err(KvError::NamespaceNotFound("shared".into()))
+        );
+    });
+}
+
+#[test]
+fn large_values_round_trip_and_connecting_again_keeps_the_data() {
+    with_store(|store, schema| async move {
+        store.create_namespace("ns").await.unwrap();
+        let clock = Arc::new(SystemClock);
+        let ns = Namespace::new(store.clone(), "ns", clock.clone());
+        let big = Bytes::from(vec![7u8; 5 * 1024 * 1024]);
+        ns.put(b"big", big.clone(), PutOptions::default())
+            .await
+            .unwrap();
+        // A second connect runs the migrations again: a no-op.
+        let again = Arc::new(PgStore::connect(&url(), &schema).await.unwrap());
+        let ns = Namespace::new(again, "ns", clock);
+        assert_eq!(ns.get(b"big").await.unwrap().unwrap().value, big);
+    });
+}
+
+#[test]
+fn a_bad_schema_name_or_an_unreachable_server_is_a_clear_error() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let bad = PgStore::connect(&url(), "Bad-Name").await.err().unwrap();
+        assert!(bad.to_string().contains("schema name"), "{bad}");
+        let down = PgStore::connect("postgres://root@127.0.0.1:1/test", "verge")
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(down, KvError::Unavailable(_)), "{down}");
+        assert!(down.to_string().contains("PostgreSQL"), "{down}");
+    });
+}
