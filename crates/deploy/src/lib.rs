@@ -8,6 +8,8 @@
 //! compile, do its routes conflict) belongs to the node, which writes here
 //! only what passed.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod records;
 mod store;
 

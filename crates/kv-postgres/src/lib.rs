@@ -11,10 +11,14 @@
 //! writes is one transaction. Expired entries are invisible to every read
 //! and removed by [`PgStore::sweep_expired`].
 //!
-//! [`PgStore`] implements [`verge_kv::KvStore`]. The schema is created (and
-//! later migrated) by [`PgStore::connect`], in a PostgreSQL schema of its
-//! own (`verge` by default) so it can share a database.
+//! [`PgStore`] implements [`verge_kv::KvStore`]; [`PgControl`], on the same
+//! pool, keeps the control plane's records (versions, deployments,
+//! components, secrets) and implements [`verge_deploy::DeployStore`] and
+//! [`verge_deploy::SecretStore`]. The tables are created (and later
+//! migrated) by [`PgStore::connect`], in a PostgreSQL schema of their own so
+//! they can share a database.
 
+mod control;
 mod schema;
 mod write;
 
@@ -25,6 +29,8 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 use verge_kv::{Entry, KvError, KvStore, ListKey, ListPage, WriteOp, WriteOutcome, prefix_end};
+
+pub use control::PgControl;
 
 /// Verge KV in PostgreSQL.
 pub struct PgStore {
@@ -72,6 +78,13 @@ impl PgStore {
             .build()
             .map_err(unavailable)?;
         Ok(PgStore { pool })
+    }
+
+    /// The control-plane store on the same database and pool.
+    pub fn control(&self) -> PgControl {
+        PgControl {
+            pool: self.pool.clone(),
+        }
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, KvError> {

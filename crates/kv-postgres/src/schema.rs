@@ -7,7 +7,8 @@ use crate::unavailable;
 
 /// Each step runs once, in order; `schema_version` records how far a
 /// database has come, so a newer node migrates an older database in place.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE kv_namespaces (
     id   BIGSERIAL PRIMARY KEY,
     name TEXT NOT NULL UNIQUE
@@ -23,7 +24,39 @@ CREATE TABLE kv_entries (
 );
 CREATE INDEX kv_entries_by_expiration ON kv_entries (expiration) WHERE expiration IS NOT NULL;
 CREATE SEQUENCE kv_generation;
-"];
+",
+    "
+CREATE TABLE components (
+    hash  TEXT PRIMARY KEY,
+    bytes BYTEA NOT NULL
+);
+CREATE TABLE versions (
+    seq        BIGSERIAL PRIMARY KEY,
+    worker     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    component  TEXT NOT NULL REFERENCES components (hash),
+    manifest   TEXT NOT NULL,
+    size       BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    author     TEXT NOT NULL,
+    UNIQUE (worker, id)
+);
+CREATE TABLE deployments (
+    worker         TEXT PRIMARY KEY,
+    stable         TEXT NOT NULL,
+    canary         TEXT,
+    canary_percent SMALLINT,
+    updated_at     BIGINT NOT NULL,
+    author         TEXT NOT NULL
+);
+CREATE TABLE secrets (
+    worker TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (worker, name)
+);
+",
+];
 
 /// Creates `schema` and brings its tables to the newest version. Nodes
 /// starting together serialize on an advisory lock.

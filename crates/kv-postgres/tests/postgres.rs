@@ -182,3 +182,12 @@ fn a_bad_schema_name_or_an_unreachable_server_is_a_clear_error() {
         assert!(down.to_string().contains("PostgreSQL"), "{down}");
     });
 }
+
+#[test]
+fn the_control_store_conforms() {
+    with_store(|store, _| async move {
+        let control = store.control();
+        verge_deploy::conformance::deploy_store(&control).await;
+        verge_deploy::conformance::secret_store(&control).await;
+    });
+}

@@ -1,0 +1,93 @@
+//! What every control-plane backend's tests check, against a fresh store:
+//! the same expectations for SQLite and PostgreSQL. Built with the
+//! `conformance` feature, for tests only.
+
+use bytes::Bytes;
+
+use crate::{Canary, DeployStore, Deployment, SecretStore, Version};
+
+fn version(worker: &str, id: &str, component: &str) -> Version {
+    Version {
+        id: id.into(),
+        worker: worker.into(),
+        component: component.into(),
+        manifest: format!("name = \"{worker}\"\n"),
+        size: 3,
+        created_at: 1,
+        author: "ops".into(),
+    }
+}
+
+async fn version_ids(store: &dyn DeployStore, worker: &str) -> Vec<String> {
+    let versions = store.versions(worker).await.unwrap();
+    versions.into_iter().map(|v| v.id).collect()
+}
+
+/// Blobs, versions (idempotent, newest first), deployments with and without
+/// a canary, pruning, and deleting a worker (its blobs only when unshared).
+/// Panics on the first difference.
+pub async fn deploy_store(store: &(impl DeployStore + SecretStore)) {
+    for (hash, bytes) in [("c1", "one"), ("c1", "one"), ("c2", "two")] {
+        store.put_blob(hash, Bytes::from(bytes)).await.unwrap();
+    }
+    assert_eq!(store.blob("c2").await.unwrap(), Some(Bytes::from("two")));
+    assert_eq!(store.blob("c9").await.unwrap(), None);
+    assert!(store.add_version(&version("a", "v1", "c1")).await.unwrap());
+    assert!(!store.add_version(&version("a", "v1", "c1")).await.unwrap());
+    assert!(store.add_version(&version("a", "v2", "c2")).await.unwrap());
+    assert!(store.add_version(&version("b", "v3", "c1")).await.unwrap());
+    assert_eq!(version_ids(store, "a").await, ["v2", "v1"], "newest first");
+    assert_eq!(
+        store.versions("a").await.unwrap()[1],
+        version("a", "v1", "c1")
+    );
+
+    let mut deployment = Deployment {
+        worker: "a".into(),
+        stable: "v1".into(),
+        canary: Some(Canary {
+            version: "v2".into(),
+            percent: 10,
+        }),
+        updated_at: 5,
+        author: "ops".into(),
+    };
+    store.set_deployment(&deployment).await.unwrap();
+    assert_eq!(store.deployments().await.unwrap(), [deployment.clone()]);
+    deployment.canary = None;
+    store.set_deployment(&deployment).await.unwrap();
+    assert_eq!(store.deployments().await.unwrap(), [deployment]);
+
+    assert_eq!(store.prune_versions("a", &["v2".into()]).await.unwrap(), 1);
+    assert_eq!(version_ids(store, "a").await, ["v2"]);
+    assert!(
+        store.blob("c1").await.unwrap().is_some(),
+        "b's version uses c1"
+    );
+
+    store.put_secret("a", "TOKEN", "x").await.unwrap();
+    assert!(store.delete_worker("a").await.unwrap());
+    assert!(!store.delete_worker("a").await.unwrap());
+    assert!(store.deployments().await.unwrap().is_empty());
+    assert!(store.versions("a").await.unwrap().is_empty());
+    assert!(store.secret_names("a").await.unwrap().is_empty());
+    // c1 is still used by worker b; c2 was only a's.
+    assert!(store.blob("c1").await.unwrap().is_some());
+    assert!(store.blob("c2").await.unwrap().is_none());
+}
+
+/// Secrets: set, replace, list names sorted, read values, delete.
+pub async fn secret_store(store: &impl SecretStore) {
+    store.put_secret("w", "B", "1").await.unwrap();
+    store.put_secret("w", "A", "2").await.unwrap();
+    store.put_secret("w", "A", "3").await.unwrap();
+    store.put_secret("other", "C", "4").await.unwrap();
+    assert_eq!(store.secret_names("w").await.unwrap(), ["A", "B"]);
+    assert_eq!(
+        store.secrets("w").await.unwrap(),
+        [("A".to_string(), "3".to_string()), ("B".into(), "1".into())]
+    );
+    assert!(store.delete_secret("w", "A").await.unwrap());
+    assert!(!store.delete_secret("w", "A").await.unwrap());
+    assert_eq!(store.secret_names("w").await.unwrap(), ["B"]);
+}

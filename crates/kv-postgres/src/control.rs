@@ -1,0 +1,252 @@
+//! The control plane's records in PostgreSQL: versions, deployments,
+//! component blobs and secrets, beside the KV tables in the same schema.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use verge_deploy::{Canary, DeployStore, Deployment, SecretStore, StoreError, Version};
+
+/// Versions, deployments, components and secrets in PostgreSQL. Made by
+/// [`PgStore::control`](crate::PgStore::control); shares its pool.
+#[derive(Clone)]
+pub struct PgControl {
+    pub(crate) pool: Pool,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+}
+
+impl PgControl {
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+fn version_from_row(row: &tokio_postgres::Row) -> Version {
+    Version {
+        id: row.get(0),
+        worker: row.get(1),
+        component: row.get(2),
+        manifest: row.get(3),
+        size: row.get::<_, i64>(4) as u64,
+        created_at: row.get::<_, i64>(5) as u64,
+        author: row.get(6),
+    }
+}
+
+#[async_trait]
+impl DeployStore for PgControl {
+    async fn put_blob(&self, hash: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO components (hash, bytes) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+                &[&hash, &&bytes[..]],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn blob(&self, hash: &str) -> Result<Option<Bytes>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT bytes FROM components WHERE hash = $1", &[&hash])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0))))
+    }
+
+    async fn add_version(&self, v: &Version) -> Result<bool, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO versions (worker, id, component, manifest, size, created_at, author)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (worker, id) DO NOTHING",
+                &[
+                    &v.worker,
+                    &v.id,
+                    &v.component,
+                    &v.manifest,
+                    &(v.size as i64),
+                    &(v.created_at as i64),
+                    &v.author,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows == 1)
+    }
+
+    async fn versions(&self, worker: &str) -> Result<Vec<Version>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, worker, component, manifest, size, created_at, author
+                 FROM versions WHERE worker = $1 ORDER BY seq DESC",
+                &[&worker],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(version_from_row).collect())
+    }
+
+    async fn set_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
+        let canary = d.canary.as_ref().map(|c| c.version.as_str());
+        let percent = d.canary.as_ref().map(|c| i16::from(c.percent));
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO deployments (worker, stable, canary, canary_percent, updated_at, author)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (worker) DO UPDATE SET stable = $2, canary = $3,
+                     canary_percent = $4, updated_at = $5, author = $6",
+                &[
+                    &d.worker,
+                    &d.stable,
+                    &canary,
+                    &percent,
+                    &(d.updated_at as i64),
+                    &d.author,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT worker, stable, canary, canary_percent, updated_at, author
+                 FROM deployments ORDER BY worker COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let canary: Option<String> = row.get(2);
+                let percent: Option<i16> = row.get(3);
+                Deployment {
+                    worker: row.get(0),
+                    stable: row.get(1),
+                    canary: canary.zip(percent).map(|(version, percent)| Canary {
+                        version,
+                        percent: percent.clamp(0, 100) as u8,
+                    }),
+                    updated_at: row.get::<_, i64>(4) as u64,
+                    author: row.get(5),
+                }
+            })
+            .collect())
+    }
+
+    async fn prune_versions(&self, worker: &str, keep: &[String]) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let removed = tx
+            .execute(
+                "DELETE FROM versions WHERE worker = $1 AND NOT (id = ANY($2))",
+                &[&worker, &keep],
+            )
+            .await
+            .map_err(unavailable)?;
+        tx.execute(
+            "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(removed as usize)
+    }
+
+    async fn delete_worker(&self, worker: &str) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let existed = tx
+            .execute("DELETE FROM deployments WHERE worker = $1", &[&worker])
+            .await
+            .map_err(unavailable)?
+            == 1;
+        for table in ["versions", "secrets"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE worker = $1"),
+                &[&worker],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.execute(
+            "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(existed)
+    }
+}
+
+#[async_trait]
+impl SecretStore for PgControl {
+    async fn put_secret(&self, worker: &str, name: &str, value: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO secrets (worker, name, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (worker, name) DO UPDATE SET value = $3",
+                &[&worker, &name, &value],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete_secret(&self, worker: &str, name: &str) -> Result<bool, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM secrets WHERE worker = $1 AND name = $2",
+                &[&worker, &name],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows == 1)
+    }
+
+    async fn secret_names(&self, worker: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT name FROM secrets WHERE worker = $1 ORDER BY name COLLATE \"C\"",
+                &[&worker],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn secrets(&self, worker: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT name, value FROM secrets WHERE worker = $1 ORDER BY name COLLATE \"C\"",
+                &[&worker],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
