@@ -814,3 +814,75 @@ fn the_cli_finds_the_node_in_flags_environment_or_its_config_file() {
     ]);
     assert!(String::from_utf8_lossy(&flag.stderr).contains("not one of this node's admin tokens"));
 }
+
+/// A schema of its own on the test PostgreSQL (127.0.0.1:5432, or the URL in
+/// VERGE_TEST_POSTGRES), dropped when this goes out of scope.
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl PgSchema {
+    fn new() -> PgSchema {
+        let url = std::env::var("VERGE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("verge_node_test_{}_{nanos}", std::process::id());
+        PgSchema { url, name }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            if let Ok((client, connection)) =
+                tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
+            {
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                    .await;
+            }
+        });
+    }
+}
+
+#[test]
+fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let a = Node::start(&store);
+    succeed(
+        a.cli()
+            .args(["kv", "--remote", "namespace", "create", "shared"]),
+    );
+    let project = worker(
+        "store",
+        std::path::Path::new(KV_FIXTURE),
+        "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n",
+    );
+    deploy(&a, project.path(), &[]);
+    assert_eq!(
+        a.get("store.localhost", "/put?key=from-a&bytes=3").status,
+        200
+    );
+
+    // A second node on the same database serves what was deployed before
+    // it started, with the same data.
+    let b = Node::start(&store);
+    assert_eq!(b.get("store.localhost", "/get?key=from-a").text(), "vvv");
+    assert_eq!(
+        b.get("store.localhost", "/put?key=from-b&bytes=2").status,
+        200
+    );
+    assert_eq!(a.get("store.localhost", "/get?key=from-b").text(), "vv");
+    let versions = json_of(&b.admin_call("GET", "/v1/workers/store/versions", Some(TOKEN), None));
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
+}

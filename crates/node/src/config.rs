@@ -27,8 +27,11 @@ pub struct AdminToken {
 /// Where the node keeps workers and KV.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreConfig {
-    /// SQLite files in the data dir.
+    /// SQLite files in the data dir: one node.
     Sqlite,
+    /// A PostgreSQL database that nodes can share, with Verge's tables in
+    /// `schema`.
+    Postgres { url: String, schema: String },
 }
 
 /// A validated node configuration.
@@ -67,6 +70,7 @@ pub struct ConfigLayer {
     pub admin_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
+    pub store_schema: Option<String>,
     pub domain: Option<String>,
     #[serde(default)]
     pub admin_tokens: Vec<AdminToken>,
@@ -134,6 +138,7 @@ impl ConfigLayer {
             admin_listen: self.admin_listen.or(lower.admin_listen),
             data_dir: self.data_dir.or(lower.data_dir),
             store: self.store.or(lower.store),
+            store_schema: self.store_schema.or(lower.store_schema),
             domain: self.domain.or(lower.domain),
             // Tokens from every layer are accepted together, so an operator
             // can keep named tokens in the file and add one by environment.
@@ -194,19 +199,31 @@ impl NodeConfig {
             ));
         }
 
+        let schema = layer.store_schema.unwrap_or_else(|| "verge".into());
         let store = match layer.store.as_deref() {
             None | Some("sqlite") => StoreConfig::Sqlite,
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                return Err(error(
-                    "`store` (--store, VERGE_STORE) names PostgreSQL, which this build of \
-                     the node does not support yet",
-                    "use store = \"sqlite\" (the default): one node, files in the data dir",
-                ));
+                let valid = !schema.is_empty()
+                    && schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    return Err(error(
+                        format!(
+                            "`store_schema` (--store-schema, VERGE_STORE_SCHEMA) is {schema:?}"
+                        ),
+                        "use lowercase letters, digits and `_`, e.g. store_schema = \"verge\"",
+                    ));
+                }
+                StoreConfig::Postgres {
+                    url: url.to_string(),
+                    schema,
+                }
             }
             Some(other) => {
                 return Err(error(
                     format!("`store` (--store, VERGE_STORE) is {other:?}"),
-                    "use \"sqlite\" (the default)",
+                    "use \"sqlite\" (the default, one node) or a postgres://user@host/db URL",
                 ));
             }
         };
@@ -339,6 +356,17 @@ mod tests {
         assert_eq!(config.domain, "localhost");
         assert_eq!(config.ceilings.cpu, Duration::from_millis(50));
         assert_eq!(config.store, StoreConfig::Sqlite);
+        let postgres = ConfigLayer {
+            store: Some("postgres://root@db/verge".into()),
+            ..layer()
+        };
+        assert_eq!(
+            NodeConfig::from_layer(postgres).unwrap().store,
+            StoreConfig::Postgres {
+                url: "postgres://root@db/verge".into(),
+                schema: "verge".into()
+            }
+        );
     }
 
     #[test]
@@ -418,10 +446,18 @@ mod tests {
             ),
             (
                 ConfigLayer {
-                    store: Some("postgres://db/verge".into()),
+                    store: Some("mysql://db/verge".into()),
                     ..layer()
                 },
-                "store = \"sqlite\"",
+                "postgres://user@host/db",
+            ),
+            (
+                ConfigLayer {
+                    store: Some("postgres://db/verge".into()),
+                    store_schema: Some("Bad-Schema".into()),
+                    ..layer()
+                },
+                "--store-schema",
             ),
             (
                 ConfigLayer {

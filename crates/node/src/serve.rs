@@ -14,10 +14,10 @@ use crate::config::{NodeConfig, StoreConfig};
 use crate::node::{Node, Stores};
 
 /// The node's stores, as its config names them.
-pub fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
-    match config.store {
+pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
+    let clock: Arc<dyn verge_kv::Clock> = Arc::new(verge_kv::SystemClock);
+    match &config.store {
         StoreConfig::Sqlite => {
-            let clock: Arc<dyn verge_kv::Clock> = Arc::new(verge_kv::SystemClock);
             let kv_path = config.data_dir.join("kv.db");
             let kv = verge_kv_sqlite::SqliteStore::open(&kv_path, clock.clone())
                 .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
@@ -33,6 +33,22 @@ pub fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
                 deploys: Arc::new(control.clone()),
                 secrets: Arc::new(control),
                 kv: Arc::new(kv),
+                clock,
+            })
+        }
+        StoreConfig::Postgres { url, schema } => {
+            let store = verge_kv_postgres::PgStore::connect(url, schema)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the PostgreSQL store (`store`, --store, VERGE_STORE; schema `{schema}`)"
+                    )
+                })?;
+            let control = store.control();
+            Ok(Stores {
+                deploys: Arc::new(control.clone()),
+                secrets: Arc::new(control),
+                kv: Arc::new(store),
                 clock,
             })
         }

@@ -120,7 +120,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     tokio.block_on(async move {
-        let stores = verge_node::open_stores(&config)?;
+        let stores = verge_node::open_stores(&config).await?;
         // Workers of earlier sessions under other names would only hold
         // routes and memory.
         for old in stores.deploys.deployments().await? {

@@ -30,9 +30,14 @@ pub struct ServeArgs {
     #[arg(long, env = "VERGE_DATA_DIR")]
     data_dir: Option<PathBuf>,
 
-    /// The store: `sqlite` (files in the data dir) [default: sqlite].
+    /// The store: `sqlite` (files in the data dir, one node) or a
+    /// `postgres://user@host/db` URL that nodes share [default: sqlite].
     #[arg(long, env = "VERGE_STORE")]
     store: Option<String>,
+
+    /// The PostgreSQL schema Verge's tables live in [default: verge].
+    #[arg(long, env = "VERGE_STORE_SCHEMA")]
+    store_schema: Option<String>,
 
     /// Workers answer at NAME.<domain> [default: localhost].
     #[arg(long, env = "VERGE_DOMAIN")]
@@ -113,6 +118,7 @@ impl ServeArgs {
             admin_listen: self.admin_listen.clone(),
             data_dir: self.data_dir.clone(),
             store: self.store.clone(),
+            store_schema: self.store_schema.clone(),
             domain: self.domain.clone(),
             admin_tokens,
             max_instances: self.max_instances,
@@ -141,7 +147,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     tokio.block_on(async move {
-        let stores = verge_node::open_stores(&config)?;
+        let stores = verge_node::open_stores(&config).await?;
         let bound = verge_node::bind(&config).await?;
         let sink = Arc::new(verge_runtime::TracingSink);
         let node = Node::start(config, stores, sink).await?;
