@@ -886,3 +886,61 @@ fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
     let versions = json_of(&b.admin_call("GET", "/v1/workers/store/versions", Some(TOKEN), None));
     assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
 }
+
+/// Waits until `check` holds, up to 10 s; returns how long it took.
+fn eventually(what: &str, check: impl Fn() -> bool) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what} did not happen within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn deploys_rollbacks_secrets_and_deletes_through_one_node_reach_the_others() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let a = Node::start(&store);
+    let b = Node::start(&store);
+    let project = worker("app", &fixtures(), "[vars]\nVERSION = \"one\"\n");
+    deploy(&a, project.path(), &[]);
+    let took = eventually("the first deploy reaching b", || {
+        b.get("app.localhost", "/env?name=VERSION").text() == "one"
+    });
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+
+    rewrite(
+        project.path(),
+        "app",
+        &fixtures(),
+        "[vars]\nVERSION = \"two\"\n",
+    );
+    deploy(&a, project.path(), &[]);
+    eventually("v2 reaching b", || version_of(&b, "app") == "two");
+
+    succeed(a.cli().args(["rollback", "--name", "app"]));
+    eventually("the rollback reaching b", || version_of(&b, "app") == "one");
+
+    let mut put = b
+        .cli()
+        .args(["secret", "put", "API_KEY", "--name", "app"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    put.stdin.take().unwrap().write_all(b"from-b").unwrap();
+    assert!(put.wait().unwrap().success());
+    eventually("the secret set on b reaching a's guests", || {
+        a.get("app.localhost", "/env?name=API_KEY").text() == "from-b"
+    });
+
+    let deleted = b.admin_call("DELETE", "/v1/workers/app", Some(TOKEN), None);
+    assert_eq!(deleted.status, 204);
+    eventually("the delete reaching a", || {
+        a.get("app.localhost", "/plain").status == 404
+    });
+}

@@ -14,4 +14,4 @@ mod records;
 mod store;
 
 pub use records::{Canary, Deployment, Version, short_id, version_id};
-pub use store::{DeployStore, SecretStore, StoreError};
+pub use store::{Change, ChangeFeed, ChangeKind, DeployStore, SecretStore, StoreError};

@@ -61,3 +61,38 @@ pub trait SecretStore: Send + Sync {
     /// A worker's secrets with their values, for its guests' environment.
     async fn secrets(&self, worker: &str) -> Result<Vec<(String, String)>, StoreError>;
 }
+
+/// One entry of the change log: `worker`'s deployment (`kind` =
+/// `deployment`, which covers rollbacks and deletion) or secrets (`secret`)
+/// changed. Nodes that share a store replay the log to stay in step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub seq: u64,
+    pub worker: String,
+    pub kind: ChangeKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Deployment,
+    Secret,
+}
+
+/// The change log of a store that nodes share. Every write of
+/// [`DeployStore::set_deployment`], [`DeployStore::delete_worker`] and the
+/// secret writes records a change in the same transaction.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// The sequence number of the newest change (0 for none).
+    async fn last_change(&self) -> Result<u64, StoreError>;
+
+    /// Changes after `seq`, oldest first.
+    async fn changes_after(&self, seq: u64) -> Result<Vec<Change>, StoreError>;
+
+    /// Calls `wake` whenever a change may have been recorded (a push from
+    /// the store, where it has one); callers poll too, so a store without
+    /// pushes loses only latency.
+    fn listen(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        drop(wake);
+    }
+}

@@ -4,13 +4,46 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
-use verge_deploy::{Canary, DeployStore, Deployment, SecretStore, StoreError, Version};
+use verge_deploy::{
+    Canary, Change, ChangeFeed, ChangeKind, DeployStore, Deployment, SecretStore, StoreError,
+    Version,
+};
 
 /// Versions, deployments, components and secrets in PostgreSQL. Made by
 /// [`PgStore::control`](crate::PgStore::control); shares its pool.
 #[derive(Clone)]
 pub struct PgControl {
     pub(crate) pool: Pool,
+    /// For the dedicated LISTEN connection.
+    pub(crate) config: tokio_postgres::Config,
+}
+
+/// The channel NOTIFY carries change sequence numbers on.
+const CHANNEL: &str = "verge_changes";
+
+/// Records a change in the transaction `tx` and notifies listeners, which
+/// PostgreSQL delivers only if the transaction commits.
+async fn record(
+    tx: &tokio_postgres::Transaction<'_>,
+    worker: &str,
+    kind: ChangeKind,
+) -> Result<(), StoreError> {
+    let kind = match kind {
+        ChangeKind::Deployment => "deployment",
+        ChangeKind::Secret => "secret",
+    };
+    let row = tx
+        .query_one(
+            "INSERT INTO changes (worker, kind) VALUES ($1, $2) RETURNING seq",
+            &[&worker, &kind],
+        )
+        .await
+        .map_err(unavailable)?;
+    let seq: i64 = row.get(0);
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &seq.to_string()])
+        .await
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -98,25 +131,26 @@ impl DeployStore for PgControl {
     async fn set_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
         let canary = d.canary.as_ref().map(|c| c.version.as_str());
         let percent = d.canary.as_ref().map(|c| i16::from(c.percent));
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO deployments (worker, stable, canary, canary_percent, updated_at, author)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (worker) DO UPDATE SET stable = $2, canary = $3,
-                     canary_percent = $4, updated_at = $5, author = $6",
-                &[
-                    &d.worker,
-                    &d.stable,
-                    &canary,
-                    &percent,
-                    &(d.updated_at as i64),
-                    &d.author,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO deployments (worker, stable, canary, canary_percent, updated_at, author)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (worker) DO UPDATE SET stable = $2, canary = $3,
+                 canary_percent = $4, updated_at = $5, author = $6",
+            &[
+                &d.worker,
+                &d.stable,
+                &canary,
+                &percent,
+                &(d.updated_at as i64),
+                &d.author,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+        record(&tx, &d.worker, ChangeKind::Deployment).await?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
@@ -191,6 +225,9 @@ impl DeployStore for PgControl {
         )
         .await
         .map_err(unavailable)?;
+        if existed {
+            record(&tx, worker, ChangeKind::Deployment).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(existed)
     }
@@ -199,28 +236,33 @@ impl DeployStore for PgControl {
 #[async_trait]
 impl SecretStore for PgControl {
     async fn put_secret(&self, worker: &str, name: &str, value: &str) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO secrets (worker, name, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (worker, name) DO UPDATE SET value = $3",
-                &[&worker, &name, &value],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO secrets (worker, name, value) VALUES ($1, $2, $3)
+             ON CONFLICT (worker, name) DO UPDATE SET value = $3",
+            &[&worker, &name, &value],
+        )
+        .await
+        .map_err(unavailable)?;
+        record(&tx, worker, ChangeKind::Secret).await?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn delete_secret(&self, worker: &str, name: &str) -> Result<bool, StoreError> {
-        let rows = self
-            .client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let rows = tx
             .execute(
                 "DELETE FROM secrets WHERE worker = $1 AND name = $2",
                 &[&worker, &name],
             )
             .await
             .map_err(unavailable)?;
+        if rows == 1 {
+            record(&tx, worker, ChangeKind::Secret).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
         Ok(rows == 1)
     }
 
@@ -248,5 +290,82 @@ impl SecretStore for PgControl {
             .await
             .map_err(unavailable)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for PgControl {
+    async fn last_change(&self) -> Result<u64, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM changes", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn changes_after(&self, seq: u64) -> Result<Vec<Change>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, worker, kind FROM changes WHERE seq > $1 ORDER BY seq",
+                &[&(seq as i64)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| Change {
+                seq: row.get::<_, i64>(0) as u64,
+                worker: row.get(1),
+                kind: if row.get::<_, String>(2) == "secret" {
+                    ChangeKind::Secret
+                } else {
+                    ChangeKind::Deployment
+                },
+            })
+            .collect())
+    }
+
+    /// Keeps a connection LISTENing on the change channel, reconnecting
+    /// after a second whenever it drops; every notification calls `wake`.
+    fn listen(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            loop {
+                match config.connect(tokio_postgres::NoTls).await {
+                    Ok((client, mut connection)) => {
+                        let messages =
+                            futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        let listening =
+                            async { client.batch_execute(&format!("LISTEN {CHANNEL}")).await };
+                        tokio::pin!(messages);
+                        // The connection must be polled for LISTEN to finish.
+                        let mut listening = std::pin::pin!(listening);
+                        let mut listened = false;
+                        loop {
+                            tokio::select! {
+                                done = &mut listening, if !listened => {
+                                    listened = true;
+                                    if done.is_err() { break; }
+                                    // Changes made while we were away.
+                                    wake();
+                                }
+                                message = futures_util::StreamExt::next(&mut messages) => match message {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake(),
+                                    Some(Ok(_)) => {}
+                                    Some(Err(_)) | None => break,
+                                },
+                            }
+                        }
+                        tracing::warn!("lost the PostgreSQL LISTEN connection; reconnecting");
+                    }
+                    Err(e) => tracing::debug!("cannot LISTEN on PostgreSQL: {e}"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
     }
 }

@@ -35,6 +35,7 @@ pub use control::PgControl;
 /// Verge KV in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    config: tokio_postgres::Config,
 }
 
 /// Connections the pool keeps at most.
@@ -67,7 +68,7 @@ impl PgStore {
             let _ = task.await;
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -77,13 +78,14 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(unavailable)?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, config })
     }
 
     /// The control-plane store on the same database and pool.
     pub fn control(&self) -> PgControl {
         PgControl {
             pool: self.pool.clone(),
+            config: self.config.clone(),
         }
     }
 

@@ -56,6 +56,14 @@ CREATE TABLE secrets (
     PRIMARY KEY (worker, name)
 );
 ",
+    "
+CREATE TABLE changes (
+    seq    BIGSERIAL PRIMARY KEY,
+    worker TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+",
 ];
 
 /// Creates `schema` and brings its tables to the newest version. Nodes

@@ -191,3 +191,55 @@ fn the_control_store_conforms() {
         verge_deploy::conformance::secret_store(&control).await;
     });
 }
+
+#[test]
+fn changes_are_logged_in_order_and_pushed_to_listeners() {
+    use verge_deploy::{ChangeFeed, ChangeKind, DeployStore, Deployment, SecretStore};
+    with_store(|store, _| async move {
+        let control = store.control();
+        let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
+        control.listen(Box::new(move || {
+            let _ = wake.send(());
+        }));
+        // The listener says so once it listens.
+        tokio::time::timeout(std::time::Duration::from_secs(10), woken.recv())
+            .await
+            .expect("the LISTEN connection is up");
+        assert_eq!(control.last_change().await.unwrap(), 0);
+
+        control.put_blob("c", Bytes::from("x")).await.unwrap();
+        let deployment = Deployment {
+            worker: "w".into(),
+            stable: "v1".into(),
+            canary: None,
+            updated_at: 1,
+            author: "ops".into(),
+        };
+        control.set_deployment(&deployment).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), woken.recv())
+            .await
+            .expect("a notification after the commit");
+        control.put_secret("w", "S", "v").await.unwrap();
+        assert!(!control.delete_secret("w", "missing").await.unwrap());
+        assert!(control.delete_worker("w").await.unwrap());
+
+        let changes = control.changes_after(0).await.unwrap();
+        let kinds: Vec<(String, ChangeKind)> =
+            changes.iter().map(|c| (c.worker.clone(), c.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("w".to_string(), ChangeKind::Deployment),
+                ("w".to_string(), ChangeKind::Secret),
+                ("w".to_string(), ChangeKind::Deployment),
+            ],
+            "a delete of nothing records nothing"
+        );
+        assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(control.last_change().await.unwrap(), changes[2].seq);
+        assert_eq!(
+            control.changes_after(changes[1].seq).await.unwrap(),
+            changes[2..]
+        );
+    });
+}

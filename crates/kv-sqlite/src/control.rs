@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
-use verge_deploy::{Canary, DeployStore, Deployment, SecretStore, StoreError, Version};
+use verge_deploy::{
+    Canary, Change, ChangeFeed, DeployStore, Deployment, SecretStore, StoreError, Version,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS components (
@@ -312,6 +314,19 @@ impl SecretStore for SqliteControl {
                 .collect()
         })
         .await
+    }
+}
+
+/// A SQLite file serves one node, which makes every change itself: there is
+/// nothing to replay.
+#[async_trait]
+impl ChangeFeed for SqliteControl {
+    async fn last_change(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn changes_after(&self, _seq: u64) -> Result<Vec<Change>, StoreError> {
+        Ok(Vec::new())
     }
 }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use verge_deploy::{
-    Canary, DeployStore, Deployment, SecretStore, StoreError, Version, short_id, version_id,
+    Canary, Change, ChangeFeed, ChangeKind, DeployStore, Deployment, SecretStore, StoreError,
+    Version, short_id, version_id,
 };
 use verge_kv::{Clock, KvStore, Namespace};
 use verge_manifest::Manifest;
@@ -57,6 +58,8 @@ impl From<verge_kv::KvError> for NodeError {
 pub struct Stores {
     pub deploys: Arc<dyn DeployStore>,
     pub secrets: Arc<dyn SecretStore>,
+    /// What other nodes sharing the store changed.
+    pub changes: Arc<dyn ChangeFeed>,
     pub kv: Arc<dyn KvStore>,
     pub clock: Arc<dyn Clock>,
 }
@@ -95,6 +98,9 @@ pub struct Node {
     /// validates against the state it will replace.
     changing: tokio::sync::Mutex<()>,
 }
+
+/// How often a node reads the change log when the store pushes nothing.
+pub const CHANGE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -137,6 +143,9 @@ impl Node {
             stores,
             changing: tokio::sync::Mutex::new(()),
         });
+        // Read the log's position first: a change made while the workers
+        // load is then replayed, not missed.
+        let last_change = node.stores.changes.last_change().await?;
         for deployment in node.stores.deploys.deployments().await? {
             let worker = deployment.worker.clone();
             match node.activate(&deployment, None, HashMap::new()).await {
@@ -144,7 +153,85 @@ impl Node {
                 Err(e) => tracing::error!(worker, "cannot serve the deployed version: {e}"),
             }
         }
+        node.follow_changes(last_change);
         Ok(node)
+    }
+
+    /// Replays the store's change log after `last`, on every push from the
+    /// store and at least every [`CHANGE_POLL`], so deploys, rollbacks and
+    /// secret changes made through other nodes reach this one; stops with
+    /// the node.
+    fn follow_changes(self: &Arc<Self>, mut last: u64) {
+        let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
+        self.stores.changes.listen(Box::new(move || {
+            let _ = wake.try_send(());
+        }));
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pushes = true;
+            loop {
+                tokio::select! {
+                    pushed = woken.recv(), if pushes => pushes = pushed.is_some(),
+                    () = tokio::time::sleep(CHANGE_POLL) => {}
+                }
+                let Some(node) = node.upgrade() else { return };
+                let changes = match node.stores.changes.changes_after(last).await {
+                    Ok(changes) => changes,
+                    Err(e) => {
+                        tracing::warn!("cannot read the change log: {e}");
+                        continue;
+                    }
+                };
+                for change in changes {
+                    if let Err(e) = node.apply_change(&change).await {
+                        // Try again on the next round, from this change.
+                        tracing::warn!(worker = change.worker, "cannot apply a change: {e}");
+                        break;
+                    }
+                    last = change.seq;
+                }
+            }
+        });
+    }
+
+    /// Brings a worker in line with the store after a change elsewhere: the
+    /// new version loads before it takes traffic.
+    async fn apply_change(&self, change: &Change) -> Result<(), NodeError> {
+        let _changing = self.changing.lock().await;
+        let deployment = self
+            .stores
+            .deploys
+            .deployments()
+            .await?
+            .into_iter()
+            .find(|d| d.worker == change.worker);
+        let current = self.registry.get(&change.worker);
+        match deployment {
+            None => {
+                if self.registry.remove(&change.worker) {
+                    tracing::info!(worker = change.worker, "deleted on another node");
+                }
+            }
+            Some(deployment) => {
+                let unchanged = current.as_ref().is_some_and(|l| l.deployment == deployment);
+                if unchanged && change.kind == ChangeKind::Deployment {
+                    return Ok(());
+                }
+                // A secret change needs every version restarted with it.
+                let reuse = match change.kind {
+                    ChangeKind::Deployment => current.as_deref(),
+                    ChangeKind::Secret => None,
+                };
+                let live = self.activate(&deployment, reuse, HashMap::new()).await?;
+                self.registry.insert(&change.worker, live);
+                tracing::info!(
+                    worker = change.worker,
+                    version = short_id(&deployment.stable),
+                    "applied a change made on another node"
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn stores(&self) -> &Stores {

@@ -31,7 +31,8 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
                 })?;
             Ok(Stores {
                 deploys: Arc::new(control.clone()),
-                secrets: Arc::new(control),
+                secrets: Arc::new(control.clone()),
+                changes: Arc::new(control),
                 kv: Arc::new(kv),
                 clock,
             })
@@ -47,7 +48,8 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
             let control = store.control();
             Ok(Stores {
                 deploys: Arc::new(control.clone()),
-                secrets: Arc::new(control),
+                secrets: Arc::new(control.clone()),
+                changes: Arc::new(control),
                 kv: Arc::new(store),
                 clock,
             })
