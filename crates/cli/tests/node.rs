@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use std::path::Path;
 
 use common::node::{Node, TOKEN, fixtures, rewrite, worker};
@@ -943,4 +946,178 @@ fn deploys_rollbacks_secrets_and_deletes_through_one_node_reach_the_others() {
     eventually("the delete reaching a", || {
         a.get("app.localhost", "/plain").status == 404
     });
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP proxy to PostgreSQL that a test can cut: every connection through
+/// it closes at once and new ones are refused until it is restored.
+struct Cable {
+    port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Cable {
+    fn to(upstream: &str) -> Cable {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upstream = upstream.to_string();
+        let flag = cut.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let upstream = upstream.clone();
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let watch = async {
+                        while !flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = watch => {}
+                    }
+                });
+            }
+        });
+        Cable {
+            port,
+            cut,
+            _runtime: runtime,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        // The connections notice within 20 ms.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_node_cut_off_from_postgresql_keeps_serving_refuses_writes_and_recovers() {
+    let schema = PgSchema::new();
+    let cable = Cable::to("127.0.0.1:5432");
+    let url = format!("postgres://root@127.0.0.1:{}/test", cable.port);
+    let node = Node::start(&["--store", &url, "--store-schema", &schema.name]);
+    succeed(
+        node.cli()
+            .args(["kv", "--remote", "namespace", "create", "shared"]),
+    );
+    let project = worker(
+        "store",
+        std::path::Path::new(KV_FIXTURE),
+        "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n",
+    );
+    deploy(&node, project.path(), &[]);
+    assert_eq!(
+        node.get("store.localhost", "/put?key=k&bytes=2").text(),
+        "1"
+    );
+    let health = || json_of(&node.admin_call("GET", "/healthz", None, None));
+    assert_eq!(health()["status"], "ok");
+
+    cable.cut();
+    // The deployed worker still answers; its KV calls fail as values the
+    // guest sees (the fixture shows them), the node says it is degraded,
+    // and changes are refused with a clear error.
+    assert_eq!(node.get("store.localhost", "/open").status, 200);
+    let write = node.get("store.localhost", "/put?key=k2&bytes=2");
+    assert_eq!(write.status, 400, "{}", write.text());
+    assert!(write.text().contains("Unavailable"), "{}", write.text());
+    let degraded = health();
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    let refused = node
+        .cli()
+        .args(["secret", "list", "--name", "store"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("store is unavailable"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // A node that starts now says why it waits, and keeps trying.
+    let mut late = KillOnDrop(
+        common::verge()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--store",
+                &url,
+                "--store-schema",
+                &schema.name,
+                "--data-dir",
+            ])
+            .arg(node.dir.path().join("late"))
+            .env("VERGE_ADMIN_TOKEN", TOKEN)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let late_err = common::lines_of(late.0.stderr.take().unwrap());
+    let late_out = common::lines_of(late.0.stdout.take().unwrap());
+    eventually("the late node saying it waits", || {
+        late_err
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("cannot reach the PostgreSQL store") && l.contains("retrying"))
+    });
+
+    cable.restore();
+    eventually("the late node starting once the store is back", || {
+        late_out
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("Serving 1 worker(s)"))
+    });
+    drop(late);
+    // No restart: the pool reconnects, writes work, health is ok again,
+    // and what was written before the cut is there.
+    eventually("writes working again", || {
+        node.get("store.localhost", "/put?key=k3&bytes=3").status == 200
+    });
+    assert_eq!(health()["status"], "ok");
+    assert_eq!(node.get("store.localhost", "/get?key=k").text(), "vv");
 }

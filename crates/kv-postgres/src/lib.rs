@@ -41,6 +41,10 @@ pub struct PgStore {
 /// Connections the pool keeps at most.
 const POOL_SIZE: usize = 16;
 
+/// How long connecting, waiting for a pooled connection, or an unanswered
+/// write may take before a call fails as unavailable.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> KvError {
     KvError::Unavailable(format!("PostgreSQL: {e}"))
 }
@@ -59,7 +63,14 @@ impl PgStore {
             )));
         }
         let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
-        config.options(format!("-c search_path={schema}"));
+        config
+            .options(format!("-c search_path={schema}"))
+            // When the database goes away, calls fail within seconds instead
+            // of waiting on a dead connection: the node answers "store
+            // unavailable" and keeps serving what it can.
+            .connect_timeout(TIMEOUT)
+            .tcp_user_timeout(TIMEOUT)
+            .keepalives_idle(TIMEOUT);
         {
             let (client, connection) = config.connect(NoTls).await.map_err(unavailable)?;
             let task = tokio::spawn(connection);
@@ -76,6 +87,10 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(TIMEOUT))
+            .create_timeout(Some(TIMEOUT))
+            .recycle_timeout(Some(TIMEOUT))
             .build()
             .map_err(unavailable)?;
         Ok(PgStore { pool, config })

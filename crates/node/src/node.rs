@@ -234,6 +234,17 @@ impl Node {
         Ok(())
     }
 
+    /// Whether the store answers: `Err` with why when it does not (the
+    /// node then serves deployed workers and refuses changes).
+    pub async fn store_health(&self) -> Result<(), String> {
+        let check = self.stores.changes.last_change();
+        match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the store did not answer within 2 s".into()),
+        }
+    }
+
     pub fn stores(&self) -> &Stores {
         &self.stores
     }

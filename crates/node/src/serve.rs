@@ -38,13 +38,19 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
             })
         }
         StoreConfig::Postgres { url, schema } => {
-            let store = verge_kv_postgres::PgStore::connect(url, schema)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot open the PostgreSQL store (`store`, --store, VERGE_STORE; schema `{schema}`)"
-                    )
-                })?;
+            // A node may start before its database: it says so and waits.
+            let store = loop {
+                match verge_kv_postgres::PgStore::connect(url, schema).await {
+                    Ok(store) => break store,
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot reach the PostgreSQL store (`store`, schema `{schema}`): {e}; \
+                             retrying in 2 s"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                }
+            };
             let control = store.control();
             Ok(Stores {
                 deploys: Arc::new(control.clone()),

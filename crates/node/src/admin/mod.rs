@@ -120,10 +120,16 @@ async fn openapi() -> impl axum::response::IntoResponse {
     ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-/// `GET /healthz`.
+/// `GET /healthz`: `ok`, or `degraded` when the store does not answer (the
+/// node still serves its deployed workers, so the status stays 200).
 async fn health(State(state): State<Arc<AdminState>>) -> Json<Value> {
+    let store = state.node.store_health().await;
     Json(json!({
-        "status": "ok",
+        "status": if store.is_ok() { "ok" } else { "degraded" },
+        "store": match &store {
+            Ok(()) => "ok".to_string(),
+            Err(why) => why.clone(),
+        },
         "workers": state.node.registry.len(),
     }))
 }
