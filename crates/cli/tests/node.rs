@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use std::path::Path;
 
-use common::node::{Node, TOKEN, fixtures, rewrite, worker};
+use common::node::{KillOnDrop, Node, PgSchema, TOKEN, eventually, fixtures, rewrite, worker};
 use common::{KV_FIXTURE, succeed};
 use serde_json::{Value, json};
 
@@ -818,45 +818,6 @@ fn the_cli_finds_the_node_in_flags_environment_or_its_config_file() {
     assert!(String::from_utf8_lossy(&flag.stderr).contains("not one of this node's admin tokens"));
 }
 
-/// A schema of its own on the test PostgreSQL (127.0.0.1:5432, or the URL in
-/// VERGE_TEST_POSTGRES), dropped when this goes out of scope.
-struct PgSchema {
-    url: String,
-    name: String,
-}
-
-impl PgSchema {
-    fn new() -> PgSchema {
-        let url = std::env::var("VERGE_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("verge_node_test_{}_{nanos}", std::process::id());
-        PgSchema { url, name }
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            if let Ok((client, connection)) =
-                tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
-            {
-                tokio::spawn(connection);
-                let _ = client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
-                    .await;
-            }
-        });
-    }
-}
-
 #[test]
 fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
     let schema = PgSchema::new();
@@ -888,19 +849,6 @@ fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
     assert_eq!(a.get("store.localhost", "/get?key=from-b").text(), "vv");
     let versions = json_of(&b.admin_call("GET", "/v1/workers/store/versions", Some(TOKEN), None));
     assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
-}
-
-/// Waits until `check` holds, up to 10 s; returns how long it took.
-fn eventually(what: &str, check: impl Fn() -> bool) -> std::time::Duration {
-    let started = std::time::Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "{what} did not happen within 10 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    started.elapsed()
 }
 
 #[test]
@@ -946,16 +894,6 @@ fn deploys_rollbacks_secrets_and_deletes_through_one_node_reach_the_others() {
     eventually("the delete reaching a", || {
         a.get("app.localhost", "/plain").status == 404
     });
-}
-
-/// A child process killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A TCP proxy to PostgreSQL that a test can cut: every connection through

@@ -172,3 +172,65 @@ pub fn rewrite(dir: &Path, name: &str, component: &Path, extra: &str) {
 pub fn fixtures() -> PathBuf {
     PathBuf::from(super::FIXTURES)
 }
+
+/// A schema of its own on the test PostgreSQL (127.0.0.1:5432, or the URL in
+/// VERGE_TEST_POSTGRES), dropped when this goes out of scope.
+pub struct PgSchema {
+    pub url: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn new() -> PgSchema {
+        let url = std::env::var("VERGE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("verge_node_test_{}_{nanos}", std::process::id());
+        PgSchema { url, name }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            if let Ok((client, connection)) =
+                tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
+            {
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                    .await;
+            }
+        });
+    }
+}
+
+/// Waits until `check` holds, up to 10 s; returns how long it took.
+pub fn eventually(what: &str, check: impl Fn() -> bool) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what} did not happen within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
