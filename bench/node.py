@@ -65,11 +65,11 @@ def admin(base, method, path, body=None, content_type="application/json"):
         return json.loads(r.read() or b"null")
 
 
-def start_node(binary, data_port, admin_port, data_dir):
+def start_node(binary, data_port, admin_port, data_dir, extra=()):
     env = dict(os.environ, VERGE_ADMIN_TOKEN=TOKEN, VERGE_LOG="warn")
     proc = subprocess.Popen(
         [binary, "serve", "--listen", f"127.0.0.1:{data_port}",
-         "--admin-listen", f"127.0.0.1:{admin_port}", "--data-dir", data_dir],
+         "--admin-listen", f"127.0.0.1:{admin_port}", "--data-dir", data_dir, *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{admin_port}"
     deadline = time.time() + 30

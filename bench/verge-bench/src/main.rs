@@ -19,6 +19,7 @@
 //!   `GET /todos/:id` (axum + rusqlite), N todos seeded.
 
 mod kv;
+mod latency;
 mod todo;
 
 use std::sync::Arc;
@@ -70,6 +71,10 @@ async fn main() -> anyhow::Result<()> {
         let dir = args.get(2).context("todo-twin needs ADDR DIR")?;
         let count = args.get(3).map(|n| n.parse()).transpose()?.unwrap_or(100);
         return todo::twin(component, std::path::Path::new(dir), count).await;
+    }
+    if command == "kv-latency" {
+        let url = args.get(2).context("kv-latency needs DIR POSTGRES_URL")?;
+        return latency::run(std::path::Path::new(component), url).await;
     }
     if command == "kv-store" {
         return kv::store_throughput(std::path::Path::new(component)).await;

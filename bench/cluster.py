@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Verge cluster benchmark: nodes sharing one PostgreSQL.
+
+  - propagation: two release `verge serve` nodes on one PostgreSQL schema;
+    100 deploys through node A (the fixtures component, a var changed each
+    time), each timed from A's answer until node B serves the new version
+    (polled every 2 ms); then 200 KV writes through A's admin API, each timed
+    until B's admin API reads the value back. p50 and p99 of each.
+  - KV get latency: `verge-bench kv-latency`, small gets one at a time
+    through the guests' Namespace API on SQLite and on PostgreSQL (uncached:
+    nodes keep no KV read cache yet).
+
+Usage: python3 bench/cluster.py [--postgres postgres://root@127.0.0.1:5432/test]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import FIXTURES, ROOT, run  # noqa: E402
+from node import TOKEN, admin, start_node  # noqa: E402
+
+
+def get(url, host):
+    req = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.read().decode()
+    except Exception:
+        return None
+
+
+def percentiles(values):
+    values = sorted(values)
+    return values[len(values) // 2], values[max(0, int(len(values) * 0.99) - 1)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--postgres", default="postgres://root@127.0.0.1:5432/test")
+    args = ap.parse_args()
+    run(["cargo", "build", "--release", "-p", "verge", "-p", "verge-bench", "-p", "verge-test-programs"])
+    binary = os.path.join(ROOT, "target/release/verge")
+    tmp = tempfile.mkdtemp(prefix="verge-cluster-bench-")
+    schema = f"verge_bench_cluster_{os.getpid()}"
+    store = ["--store", args.postgres, "--store-schema", schema]
+    procs = []
+    try:
+        a, a_admin = start_node(binary, 18821, 18831, os.path.join(tmp, "a"), store)
+        b, b_admin = start_node(binary, 18822, 18832, os.path.join(tmp, "b"), store)
+        procs = [a, b]
+        with open(FIXTURES, "rb") as f:
+            component = f.read()
+        digest = hashlib.sha256(component).hexdigest()
+        admin(a_admin, "PUT", f"/v1/components/{digest}", component, "application/wasm")
+
+        deploys = []
+        for i in range(100):
+            manifest = f'name = "app"\ncomponent = "fixtures.wasm"\n[vars]\nVERSION = "v{i}"\n'
+            admin(a_admin, "POST", "/v1/workers/app/versions", {"component": digest, "manifest": manifest})
+            start = time.perf_counter()
+            while get("http://127.0.0.1:18822/env?name=VERSION", "app.localhost") != f"v{i}":
+                if time.perf_counter() - start > 10:
+                    raise SystemExit(f"deploy {i} did not reach node B in 10 s")
+                time.sleep(0.002)
+            deploys.append((time.perf_counter() - start) * 1000)
+
+        admin(a_admin, "POST", "/v1/kv/namespaces", {"name": "bench"})
+        writes = []
+        for i in range(200):
+            admin(a_admin, "PUT", f"/v1/kv/namespaces/bench/values/k{i}", f"value {i}".encode(),
+                  "application/octet-stream")
+            start = time.perf_counter()
+            while True:
+                req = urllib.request.Request(f"{b_admin}/v1/kv/namespaces/bench/values/k{i}")
+                req.add_header("authorization", f"Bearer {TOKEN}")
+                try:
+                    with urllib.request.urlopen(req, timeout=5) as r:
+                        if r.read() == f"value {i}".encode():
+                            break
+                except Exception:
+                    pass
+                if time.perf_counter() - start > 10:
+                    raise SystemExit(f"write {i} not visible on B in 10 s")
+            writes.append((time.perf_counter() - start) * 1000)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run(["psql", args.postgres, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
+                       stderr=subprocess.DEVNULL)
+
+    latency = subprocess.run(
+        [os.path.join(ROOT, "target/release/verge-bench"), "kv-latency", tmp, args.postgres],
+        check=True, capture_output=True, text=True).stdout.strip()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    d50, d99 = percentiles(deploys)
+    w50, w99 = percentiles(writes)
+    print(f"deploy through A until B serves it: p50 {d50:.1f} ms, p99 {d99:.1f} ms ({len(deploys)} deploys)")
+    print(f"KV write through A until B reads it: p50 {w50:.2f} ms, p99 {w99:.2f} ms ({len(writes)} writes; "
+          f"includes one admin API round trip on B)")
+    print(latency)
+
+
+if __name__ == "__main__":
+    main()

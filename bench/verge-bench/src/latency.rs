@@ -1,0 +1,68 @@
+//! `verge-bench kv-latency DIR POSTGRES_URL`: small KV gets, one at a time,
+//! through the same `Namespace` guests use, on SQLite (in DIR) and on
+//! PostgreSQL (in a fresh schema, dropped after): the uncached read latency
+//! of each store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use verge_kv::{KvStore, Namespace, PutOptions, SystemClock};
+
+const KEYS: usize = 1000;
+const GETS: usize = 20_000;
+
+pub async fn run(dir: &std::path::Path, url: &str) -> anyhow::Result<()> {
+    let clock = Arc::new(SystemClock);
+    let sqlite: Arc<dyn KvStore> = Arc::new(verge_kv_sqlite::SqliteStore::open(
+        &dir.join("latency.db"),
+        clock.clone(),
+    )?);
+    let schema = format!("verge_bench_{}", std::process::id());
+    let postgres = verge_kv_postgres::PgStore::connect(url, &schema)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let result = async {
+        for (name, store) in [
+            ("sqlite", sqlite),
+            ("postgres", Arc::new(postgres) as Arc<dyn KvStore>),
+        ] {
+            let (p50, p99) = measure(store, clock.clone()).await?;
+            println!("{name}: small get p50 {p50:?} p99 {p99:?} over {GETS} gets");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await?;
+    result
+}
+
+async fn measure(
+    store: Arc<dyn KvStore>,
+    clock: Arc<SystemClock>,
+) -> anyhow::Result<(Duration, Duration)> {
+    store.create_namespace("bench").await?;
+    let ns = Namespace::new(store, "bench", clock);
+    for n in 0..KEYS {
+        let value = Bytes::from(vec![b'v'; 100]);
+        ns.put(format!("key-{n}").as_bytes(), value, PutOptions::default())
+            .await?;
+    }
+    let mut times = Vec::with_capacity(GETS);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..GETS {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let key = format!("key-{}", (seed >> 33) as usize % KEYS);
+        let started = Instant::now();
+        let entry = ns.get(key.as_bytes()).await?;
+        times.push(started.elapsed());
+        anyhow::ensure!(entry.is_some(), "{key} missing");
+    }
+    times.sort();
+    Ok((times[GETS / 2], times[GETS * 99 / 100]))
+}
