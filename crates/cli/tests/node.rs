@@ -818,13 +818,11 @@ fn the_cli_finds_the_node_in_flags_environment_or_its_config_file() {
     assert!(String::from_utf8_lossy(&flag.stderr).contains("not one of this node's admin tokens"));
 }
 
-#[test]
-fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
-    let schema = PgSchema::new();
-    let store = ["--store", &schema.url, "--store-schema", &schema.name];
-    let a = Node::start(&store);
+/// Creates namespace `shared` on `node` and deploys the KV fixture bound to
+/// it as worker `store`; the project directory lives as long as the result.
+fn deploy_kv_worker(node: &Node) -> tempfile::TempDir {
     succeed(
-        a.cli()
+        node.cli()
             .args(["kv", "--remote", "namespace", "create", "shared"]),
     );
     let project = worker(
@@ -832,7 +830,16 @@ fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
         std::path::Path::new(KV_FIXTURE),
         "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n",
     );
-    deploy(&a, project.path(), &[]);
+    deploy(node, project.path(), &[]);
+    project
+}
+
+#[test]
+fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let a = Node::start(&store);
+    let _project = deploy_kv_worker(&a);
     assert_eq!(
         a.get("store.localhost", "/put?key=from-a&bytes=3").status,
         200
@@ -969,16 +976,7 @@ fn a_node_cut_off_from_postgresql_keeps_serving_refuses_writes_and_recovers() {
     let cable = Cable::to("127.0.0.1:5432");
     let url = format!("postgres://root@127.0.0.1:{}/test", cable.port);
     let node = Node::start(&["--store", &url, "--store-schema", &schema.name]);
-    succeed(
-        node.cli()
-            .args(["kv", "--remote", "namespace", "create", "shared"]),
-    );
-    let project = worker(
-        "store",
-        std::path::Path::new(KV_FIXTURE),
-        "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n",
-    );
-    deploy(&node, project.path(), &[]);
+    let _project = deploy_kv_worker(&node);
     assert_eq!(
         node.get("store.localhost", "/put?key=k&bytes=2").text(),
         "1"
