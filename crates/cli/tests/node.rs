@@ -650,6 +650,12 @@ fn every_documented_operation_is_served_and_nothing_else() {
     assert_eq!(wrong_method.status, 405);
 }
 
+/// The key names of a `verge kv key list` page.
+fn key_names(page: &Value) -> Vec<&str> {
+    let keys = page["keys"].as_array().unwrap();
+    keys.iter().map(|k| k["name"].as_str().unwrap()).collect()
+}
+
 #[test]
 fn verge_kv_remote_reaches_the_same_store_the_guests_use() {
     let node = Node::start(&[]);
@@ -728,13 +734,7 @@ fn verge_kv_remote_reaches_the_same_store_the_guests_use() {
         "key", "list", "-n", "shared", "--limit", "2",
     ])))
     .unwrap();
-    let names: Vec<&str> = listed["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["b1", "b2"]);
+    assert_eq!(key_names(&listed), ["b1", "b2"]);
     assert_eq!(listed["list_complete"], false);
     let rest: Value = serde_json::from_str(&succeed(&mut kv(&[
         "key",
@@ -745,13 +745,7 @@ fn verge_kv_remote_reaches_the_same_store_the_guests_use() {
         listed["cursor"].as_str().unwrap(),
     ])))
     .unwrap();
-    let names: Vec<&str> = rest["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["dir/greeting", "from-guest"]);
+    assert_eq!(key_names(&rest), ["dir/greeting", "from-guest"]);
 
     succeed(&mut kv(&["key", "delete", "dir/greeting", "-n", "shared"]));
     assert_eq!(

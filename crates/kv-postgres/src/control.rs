@@ -18,6 +18,10 @@ pub struct PgControl {
     pub(crate) config: tokio_postgres::Config,
 }
 
+/// Removes the components no version uses any more, after versions went.
+const DROP_UNUSED_COMPONENTS: &str =
+    "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)";
+
 /// The channel NOTIFY carries change sequence numbers on.
 const CHANNEL: &str = "verge_changes";
 
@@ -193,12 +197,9 @@ impl DeployStore for PgControl {
             )
             .await
             .map_err(unavailable)?;
-        tx.execute(
-            "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)",
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
+        tx.execute(DROP_UNUSED_COMPONENTS, &[])
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(removed as usize)
     }
@@ -219,12 +220,9 @@ impl DeployStore for PgControl {
             .await
             .map_err(unavailable)?;
         }
-        tx.execute(
-            "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)",
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
+        tx.execute(DROP_UNUSED_COMPONENTS, &[])
+            .await
+            .map_err(unavailable)?;
         if existed {
             record(&tx, worker, ChangeKind::Deployment).await?;
         }

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS secrets (
 );
 ";
 
+/// Removes the components no version uses any more, after versions went.
+const DROP_UNUSED_COMPONENTS: &str =
+    "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)";
+
 /// Versions, deployments, components and secrets in a SQLite file.
 #[derive(Clone)]
 pub struct SqliteControl {
@@ -238,10 +242,7 @@ impl DeployStore for SqliteControl {
                     params![worker, id],
                 )?;
             }
-            tx.execute(
-                "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)",
-                [],
-            )?;
+            tx.execute(DROP_UNUSED_COMPONENTS, [])?;
             tx.commit()?;
             Ok(removed)
         })
@@ -255,10 +256,7 @@ impl DeployStore for SqliteControl {
             let existed = tx.execute("DELETE FROM deployments WHERE worker = ?1", [&worker])? == 1;
             tx.execute("DELETE FROM versions WHERE worker = ?1", [&worker])?;
             tx.execute("DELETE FROM secrets WHERE worker = ?1", [&worker])?;
-            tx.execute(
-                "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)",
-                [],
-            )?;
+            tx.execute(DROP_UNUSED_COMPONENTS, [])?;
             tx.commit()?;
             Ok(existed)
         })

@@ -228,12 +228,12 @@ async fn deploy_built(
         }
     }
     let secrets = dev_vars(manifest)?;
-    for old in stores.secrets.secret_names(&manifest.name).await? {
-        if !secrets.iter().any(|(name, _)| *name == old) {
-            node.delete_secret(&manifest.name, &old).await?;
+    let known = stores.secrets.secrets(&manifest.name).await?;
+    for (old, _) in &known {
+        if !secrets.iter().any(|(name, _)| name == old) {
+            node.delete_secret(&manifest.name, old).await?;
         }
     }
-    let known = stores.secrets.secrets(&manifest.name).await?;
     for (name, value) in &secrets {
         if !known.iter().any(|(n, v)| n == name && v == value) {
             node.put_secret(&manifest.name, name, value).await?;
