@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use verge_kv::{Clock, KvStore, Namespace, PutOptions, SystemClock};
-use verge_kv_sqlite::SqliteStore;
 use verge_runtime::KvBindings;
+use verge_store_sqlite::SqliteStore;
 
 /// A fresh store in `dir` with `bench` (1000 keys of 100 B) and `large`
 /// (10 keys of 1 MiB), bound as KV and LARGE.

@@ -15,12 +15,12 @@ const GETS: usize = 20_000;
 
 pub async fn run(dir: &std::path::Path, url: &str) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
-    let sqlite: Arc<dyn KvStore> = Arc::new(verge_kv_sqlite::SqliteStore::open(
+    let sqlite: Arc<dyn KvStore> = Arc::new(verge_store_sqlite::SqliteStore::open(
         &dir.join("latency.db"),
         clock.clone(),
     )?);
     let schema = format!("verge_bench_{}", std::process::id());
-    let postgres = verge_kv_postgres::PgStore::connect(url, &schema)
+    let postgres = verge_store_postgres::PgStore::connect(url, &schema)
         .await
         .context("connecting to PostgreSQL")?;
     let result = async {

@@ -10,8 +10,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use verge_kv::{Clock, KvStore, Namespace, SystemClock};
-use verge_kv_sqlite::SqliteStore;
 use verge_runtime::KvBindings;
+use verge_store_sqlite::SqliteStore;
 
 /// A store in `dir` with the `todos` namespace bound as `TODOS`, as
 /// examples/todo-api's manifest asks.

@@ -19,11 +19,11 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
     match &config.store {
         StoreConfig::Sqlite => {
             let kv_path = config.data_dir.join("kv.db");
-            let kv = verge_kv_sqlite::SqliteStore::open(&kv_path, clock.clone())
+            let kv = verge_store_sqlite::SqliteStore::open(&kv_path, clock.clone())
                 .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
             let control_path = config.data_dir.join("control.db");
             let control =
-                verge_kv_sqlite::SqliteControl::open(&control_path).with_context(|| {
+                verge_store_sqlite::SqliteControl::open(&control_path).with_context(|| {
                     format!(
                         "cannot open the deployment store {}",
                         control_path.display()
@@ -40,7 +40,7 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
         StoreConfig::Postgres { url, schema } => {
             // A node may start before its database: it says so and waits.
             let store = loop {
-                match verge_kv_postgres::PgStore::connect(url, schema).await {
+                match verge_store_postgres::PgStore::connect(url, schema).await {
                     Ok(store) => break store,
                     Err(e) => {
                         tracing::warn!(

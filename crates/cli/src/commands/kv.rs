@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use verge_kv::{BulkWrite, Clock, KvStore, ListOptions, SystemClock};
-use verge_kv_sqlite::SqliteStore;
 use verge_node::admin::kv::{BulkPair, expiration_of};
+use verge_store_sqlite::SqliteStore;
 
 use crate::commands::kv_target::Target;
 use crate::remote::NodeArgs;

@@ -1,4 +1,5 @@
-//! Verge KV on PostgreSQL: the store of nodes that serve together.
+//! Verge's PostgreSQL store, for nodes that serve together: Verge KV and
+//! the control plane's records (with a change log) in one database.
 //!
 //! Entries live in one table keyed by `(namespace, key)` with keys as
 //! `bytea`, which PostgreSQL compares bytewise, so list order is byte order.

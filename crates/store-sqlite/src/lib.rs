@@ -1,5 +1,5 @@
-//! Verge KV on an embedded SQLite file: the store of a single node and of
-//! `verge dev`.
+//! Verge's embedded SQLite store, for a single node and `verge dev`: Verge
+//! KV in one file, the control plane's records in another.
 //!
 //! One writer thread owns the only writable connection. Writes from every
 //! request queue to it; it applies whatever has queued in one transaction

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use verge_kv::conformance::{agree, ops};
 use verge_kv::{Condition, KvError, KvStore, ManualClock, Namespace, PutOptions, SystemClock};
-use verge_kv_postgres::PgStore;
+use verge_store_postgres::PgStore;
 
 fn url() -> String {
     std::env::var("VERGE_TEST_POSTGRES")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use verge_kv::conformance::{agree, ops};
 use verge_kv::{KvError, KvStore, ListOptions, ManualClock, Namespace};
-use verge_kv_sqlite::SqliteStore;
+use verge_store_sqlite::SqliteStore;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]

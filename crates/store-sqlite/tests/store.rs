@@ -10,7 +10,7 @@ use verge_kv::{
     BulkWrite, Condition, Expiration, KvError, KvStore, ListOptions, MAX_VALUE_BYTES, ManualClock,
     Namespace, PutOptions,
 };
-use verge_kv_sqlite::SqliteStore;
+use verge_store_sqlite::SqliteStore;
 
 struct Fixture {
     dir: tempfile::TempDir,
