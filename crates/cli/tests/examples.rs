@@ -496,13 +496,34 @@ fn check(dev: &Dev, urls: &[String]) -> Vec<Value> {
     body(&reply)["results"].as_array().unwrap().clone()
 }
 
+/// `check` for tests that count what reached the upstream. Under CI load,
+/// about one loopback fetch in a few hundred has ended in "connection reset"
+/// from the node's HTTP client (cause not found yet, with a hand-written and
+/// with a hyper upstream alike); that one case alone gets the batch sent
+/// again, with the count started over. Any other failure fails the test.
+fn check_counted(dev: &Dev, urls: &[String], served: &AtomicUsize) -> Vec<Value> {
+    let before = served.load(Ordering::SeqCst);
+    let results = check(dev, urls);
+    let reset = results.iter().any(|r| {
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("connection reset"))
+    });
+    if !reset {
+        return results;
+    }
+    eprintln!("a fetch was reset; sending the batch again");
+    served.store(before, Ordering::SeqCst);
+    check(dev, urls)
+}
+
 #[test]
 fn fetch_reaches_allowed_hosts_only_and_the_51st_subrequest_is_refused() {
     let (port, served) = upstream();
     let dev = uptime("[outbound]\nallow = [\"127.0.0.1:*\"]\n[limits]\ncpu_ms = 1000\n");
 
     let urls = upstream_urls(port, 51);
-    let results = check(&dev, &urls);
+    let results = check_counted(&dev, &urls, &served);
     assert_eq!(results.len(), 51);
     for result in &results[..50] {
         assert_eq!(result["status"], 200, "{result}");
@@ -519,7 +540,7 @@ fn fetch_reaches_allowed_hosts_only_and_the_51st_subrequest_is_refused() {
     );
 
     // The budget is per request: the next request has its own.
-    let results = check(&dev, &urls[..2]);
+    let results = check_counted(&dev, &urls[..2], &served);
     assert_eq!(results[1]["status"], 200);
 
     // A host not on the list is refused before any connection, with a fix.
@@ -553,7 +574,7 @@ fn the_subrequest_budget_follows_the_manifest() {
     let (port, served) = upstream();
     let dev = uptime("[outbound]\nallow = [\"127.0.0.1:*\"]\n[limits]\nsubrequests = 3\n");
     let urls = upstream_urls(port, 4);
-    let results = check(&dev, &urls);
+    let results = check_counted(&dev, &urls, &served);
     assert_eq!(results[2]["status"], 200);
     assert!(
         results[3]["error"]
