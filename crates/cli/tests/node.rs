@@ -843,13 +843,79 @@ fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
     // it started, with the same data.
     let b = Node::start(&store);
     assert_eq!(b.get("store.localhost", "/get?key=from-a").text(), "vvv");
-    assert_eq!(
-        b.get("store.localhost", "/put?key=from-b&bytes=2").status,
-        200
-    );
-    assert_eq!(a.get("store.localhost", "/get?key=from-b").text(), "vv");
+    kv_writes_reach_the_other_nodes_cache(&a, &b);
     let versions = json_of(&b.admin_call("GET", "/v1/workers/store/versions", Some(TOKEN), None));
     assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
+}
+
+/// `reader` caches a key (absent, then a value); `writer` writes it: the
+/// reader's cache lets go once the change log says so. A node's own write
+/// is visible to its next read at once.
+fn kv_writes_reach_the_other_nodes_cache(reader: &Node, writer: &Node) {
+    let get = |node: &Node| node.get("store.localhost", "/get?key=shared-key");
+    assert_eq!(get(reader).status, 404);
+    assert_eq!(get(reader).status, 404, "the second read is the cached one");
+    assert_eq!(
+        writer
+            .get("store.localhost", "/put?key=shared-key&bytes=2")
+            .status,
+        200
+    );
+    assert_eq!(get(writer).text(), "vv");
+    let took = eventually("the write reaching the other node's cache", || {
+        get(reader).text() == "vv"
+    });
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        writer
+            .get("store.localhost", "/put?key=shared-key&bytes=3")
+            .status,
+        200
+    );
+    eventually("the overwrite reaching the other node's cache", || {
+        get(reader).text() == "vvv"
+    });
+    assert_eq!(
+        reader
+            .get("store.localhost", "/put?key=shared-key&bytes=1")
+            .status,
+        200
+    );
+    assert_eq!(
+        get(reader).text(),
+        "v",
+        "a node reads its own write at once"
+    );
+    eventually("and the first node's write reaching the second", || {
+        get(writer).text() == "v"
+    });
+    let metrics = reader.admin_call("GET", "/metrics", None, None).text();
+    let hits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("verge_kv_cache_hits_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no cache hit count in {metrics}"));
+    assert!(hits >= 1, "{metrics}");
+}
+
+#[test]
+fn without_listen_nodes_follow_the_change_log_by_reading_it() {
+    // As behind PgBouncer in transaction mode, where LISTEN does not work.
+    let schema = PgSchema::new();
+    let store = [
+        "--store",
+        &schema.url,
+        "--store-schema",
+        &schema.name,
+        "--no-store-listen",
+    ];
+    let a = Node::start(&store);
+    let b = Node::start(&store);
+    let _project = deploy_kv_worker(&a);
+    eventually("the deploy reaching b", || {
+        b.get("store.localhost", "/open").status == 200
+    });
+    kv_writes_reach_the_other_nodes_cache(&b, &a);
 }
 
 #[test]
@@ -978,11 +1044,22 @@ fn a_node_cut_off_from_postgresql_keeps_serving_refuses_writes_and_recovers() {
     let health = || json_of(&node.admin_call("GET", "/healthz", None, None));
     assert_eq!(health()["status"], "ok");
 
+    // A read before the cut is cached.
+    assert_eq!(node.get("store.localhost", "/get?key=k").text(), "vv");
+
     cable.cut();
-    // The deployed worker still answers; its KV calls fail as values the
-    // guest sees (the fixture shows them), the node says it is degraded,
-    // and changes are refused with a clear error.
+    // The deployed worker still answers and its cached reads still work;
+    // other KV calls fail as values the guest sees (the fixture shows
+    // them), the node says it is degraded, and changes are refused with a
+    // clear error.
     assert_eq!(node.get("store.localhost", "/open").status, 200);
+    assert_eq!(node.get("store.localhost", "/get?key=k").text(), "vv");
+    let uncached = node.get("store.localhost", "/get?key=never-read");
+    assert!(
+        uncached.text().contains("Unavailable"),
+        "{}",
+        uncached.text()
+    );
     let write = node.get("store.localhost", "/put?key=k2&bytes=2");
     assert_eq!(write.status, 400, "{}", write.text());
     assert!(write.text().contains("Unavailable"), "{}", write.text());
@@ -1050,4 +1127,94 @@ fn a_node_cut_off_from_postgresql_keeps_serving_refuses_writes_and_recovers() {
     });
     assert_eq!(health()["status"], "ok");
     assert_eq!(node.get("store.localhost", "/get?key=k").text(), "vv");
+}
+
+#[test]
+fn a_node_killed_during_traffic_comes_back_with_what_changed_meanwhile() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let a = Node::start(&store);
+    let b = Node::start(&store);
+    let c = Node::start(&store);
+    let project = worker("app", &fixtures(), "[vars]\nVERSION = \"one\"\n");
+    deploy(&a, project.path(), &[]);
+    let _kv = deploy_kv_worker(&a);
+    for node in [&b, &c] {
+        eventually("the deploys reaching every node", || {
+            node.get("app.localhost", "/env?name=VERSION").text() == "one"
+                && node.get("store.localhost", "/open").status == 200
+        });
+    }
+
+    // Traffic to A and C throughout; B is killed in the middle of it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let targets = [a.data.clone(), c.data.clone()];
+        std::thread::spawn(move || {
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for data in &targets {
+                    let request = http::Request::get(format!("{data}/env?name=VERSION"))
+                        .header("host", "app.localhost")
+                        .body(())
+                        .unwrap();
+                    let reply = common::Reply::from(common::agent().run(request));
+                    assert_eq!(reply.status, 200, "{data}: {}", reply.text());
+                    served += 1;
+                }
+            }
+            served
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b_dir = b.stop();
+
+    // While B is down: a new version, a secret and a KV write.
+    rewrite(
+        project.path(),
+        "app",
+        &fixtures(),
+        "[vars]\nVERSION = \"two\"\n",
+    );
+    deploy(&a, project.path(), &[]);
+    let mut put = c
+        .cli()
+        .args(["secret", "put", "API_KEY", "--name", "app"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(b"while-b-was-down")
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+    assert_eq!(
+        a.get("store.localhost", "/put?key=late&bytes=4").status,
+        200
+    );
+
+    let b = Node::start_in(b_dir, &store);
+    assert_eq!(version_of(&b, "app"), "two");
+    assert_eq!(
+        b.get("app.localhost", "/env?name=API_KEY").text(),
+        "while-b-was-down"
+    );
+    assert_eq!(b.get("store.localhost", "/get?key=late").text(), "vvvv");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served = traffic.join().expect("A and C answered every request");
+    assert!(served > 0);
+    // And B follows changes again.
+    rewrite(
+        project.path(),
+        "app",
+        &fixtures(),
+        "[vars]\nVERSION = \"three\"\n",
+    );
+    deploy(&c, project.path(), &[]);
+    eventually("the next deploy reaching b", || {
+        version_of(&b, "app") == "three"
+    });
 }

@@ -10,8 +10,10 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod cursor;
 mod records;
 mod store;
 
+pub use cursor::{ChangeCursor, GAP_WAIT, Settled};
 pub use records::{Canary, Deployment, Version, short_id, version_id};
-pub use store::{Change, ChangeFeed, ChangeKind, DeployStore, SecretStore, StoreError};
+pub use store::{Change, ChangeFeed, DeployStore, SecretStore, StoreError, Subject};

@@ -62,37 +62,52 @@ pub trait SecretStore: Send + Sync {
     async fn secrets(&self, worker: &str) -> Result<Vec<(String, String)>, StoreError>;
 }
 
-/// One entry of the change log: `worker`'s deployment (`kind` =
-/// `deployment`, which covers rollbacks and deletion) or secrets (`secret`)
-/// changed. Nodes that share a store replay the log to stay in step.
+/// One entry of the change log. Nodes that share a store replay the log
+/// to stay in step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub seq: u64,
-    pub worker: String,
-    pub kind: ChangeKind,
+    pub subject: Subject,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChangeKind {
-    Deployment,
-    Secret,
+/// What a change touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// A worker's deployment changed: a deploy, a rollback, a rollout step
+    /// or its deletion.
+    Deployment(String),
+    /// A worker's secrets changed.
+    Secrets(String),
+    /// One KV key was written or deleted.
+    KvKey { namespace: String, key: Vec<u8> },
+    /// A KV namespace was deleted.
+    KvNamespace(String),
 }
 
 /// The change log of a store that nodes share. Every write of
-/// [`DeployStore::set_deployment`], [`DeployStore::delete_worker`] and the
-/// secret writes records a change in the same transaction.
+/// [`DeployStore::set_deployment`], [`DeployStore::delete_worker`], the
+/// secret writes and the KV writes that change something records a change
+/// in the same transaction. Sequence numbers increase in the order changes
+/// were made, not always in the order they commit, and a transaction that
+/// rolls back leaves a gap: read the log through a [`ChangeCursor`].
 #[async_trait]
 pub trait ChangeFeed: Send + Sync {
     /// The sequence number of the newest change (0 for none).
     async fn last_change(&self) -> Result<u64, StoreError>;
 
-    /// Changes after `seq`, oldest first.
-    async fn changes_after(&self, seq: u64) -> Result<Vec<Change>, StoreError>;
+    /// At most `limit` changes after `seq`, oldest first.
+    async fn changes_after(&self, seq: u64, limit: u32) -> Result<Vec<Change>, StoreError>;
 
     /// Calls `wake` whenever a change may have been recorded (a push from
     /// the store, where it has one); callers poll too, so a store without
     /// pushes loses only latency.
     fn listen(&self, wake: Box<dyn Fn() + Send + Sync>) {
         drop(wake);
+    }
+
+    /// Removes changes recorded longer than `keep` ago; returns how many.
+    async fn prune_changes(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+        let _ = keep;
+        Ok(0)
     }
 }

@@ -4,10 +4,12 @@
 //! [`KvStore`] is the trait a backend implements (SQLite on one machine,
 //! PostgreSQL for a cluster); [`Namespace`] wraps a store and a namespace
 //! name and checks every limit before the backend sees a request, so all
-//! backends refuse the same inputs with the same errors. Errors a guest can
+//! backends refuse the same inputs with the same errors. [`CachedStore`]
+//! keeps reads of a shared store in memory. Errors a guest can
 //! handle are [`KvError`] values. This crate holds no storage and no network
 //! code.
 
+mod cache;
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -17,6 +19,7 @@ mod namespace;
 mod store;
 mod types;
 
+pub use cache::{CacheConfig, CacheStats, CachedStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::KvError;
 pub use limits::{

@@ -59,6 +59,13 @@ pub struct NodeConfig {
     /// Put guest failure details in error responses (for staging and
     /// `verge dev`; production nodes keep them in the log and the tail).
     pub error_detail: bool,
+    /// Memory for the KV read cache of a shared store, in bytes (0: none).
+    /// A SQLite node reads its own file in microseconds and has no cache.
+    pub kv_cache: usize,
+    /// LISTEN for change notifications on PostgreSQL. Off where LISTEN does
+    /// not work (PgBouncer in transaction mode, some PostgreSQL-compatible
+    /// databases): the node then reads the change log every second.
+    pub store_listen: bool,
 }
 
 /// One layer of settings, every one optional: the config file's shape, and
@@ -79,6 +86,8 @@ pub struct ConfigLayer {
     pub drain_timeout_s: Option<u64>,
     pub pooling: Option<bool>,
     pub error_detail: Option<bool>,
+    pub kv_cache_mib: Option<u64>,
+    pub store_listen: Option<bool>,
     #[serde(default)]
     pub ceilings: CeilingsLayer,
 }
@@ -152,6 +161,8 @@ impl ConfigLayer {
             drain_timeout_s: self.drain_timeout_s.or(lower.drain_timeout_s),
             pooling: self.pooling.or(lower.pooling),
             error_detail: self.error_detail.or(lower.error_detail),
+            kv_cache_mib: self.kv_cache_mib.or(lower.kv_cache_mib),
+            store_listen: self.store_listen.or(lower.store_listen),
             ceilings: CeilingsLayer {
                 cpu_ms: self.ceilings.cpu_ms.or(lower.ceilings.cpu_ms),
                 wall_ms: self.ceilings.wall_ms.or(lower.ceilings.wall_ms),
@@ -310,6 +321,13 @@ impl NodeConfig {
                 "it is how many requests may run at once; the default is 1000",
             ));
         }
+        let kv_cache_mib = layer.kv_cache_mib.unwrap_or(64);
+        if kv_cache_mib > 1024 * 1024 {
+            return Err(error(
+                format!("`kv_cache_mib` (--kv-cache-mib, VERGE_KV_CACHE_MIB) is {kv_cache_mib}"),
+                "give the cache's size in MiB, e.g. kv_cache_mib = 256; 0 turns it off",
+            ));
+        }
         Ok(NodeConfig {
             listen,
             admin_listen,
@@ -325,6 +343,8 @@ impl NodeConfig {
             drain_timeout: Duration::from_secs(layer.drain_timeout_s.unwrap_or(30)),
             pooling: layer.pooling.unwrap_or(true),
             error_detail: layer.error_detail.unwrap_or(false),
+            kv_cache: (kv_cache_mib * MIB) as usize,
+            store_listen: layer.store_listen.unwrap_or(true),
         })
     }
 }

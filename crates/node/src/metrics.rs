@@ -1,8 +1,9 @@
 //! Prometheus metrics: per-worker request counts, errors, CPU and latency
 //! histograms and KV operations, recorded from each request's summary; the
-//! node's instances, compile-cache results and deployed workers.
+//! node's instances, compile-cache results, deployed workers and KV cache.
 
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use verge_kv::CachedStore;
 use verge_runtime::{CompileSource, RequestSummary};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +52,10 @@ pub struct Metrics {
     instances_busy: Gauge,
     instances_idle: Gauge,
     workers: Gauge,
+    kv_cache_hits: Counter,
+    kv_cache_misses: Counter,
+    kv_cache_stale: Counter,
+    kv_cache_bytes: Gauge,
     /// Encoding walks every family; one scrape at a time.
     scrape: Mutex<()>,
 }
@@ -123,6 +129,30 @@ impl Metrics {
             instances_idle.clone(),
         );
         registry.register("workers", "Workers deployed on this node", workers.clone());
+        let kv_cache_hits = Counter::default();
+        let kv_cache_misses = Counter::default();
+        let kv_cache_stale = Counter::default();
+        let kv_cache_bytes = Gauge::default();
+        registry.register(
+            "kv_cache_hits",
+            "KV reads served from this node's cache (PostgreSQL store)",
+            kv_cache_hits.clone(),
+        );
+        registry.register(
+            "kv_cache_misses",
+            "KV reads the cache sent to the store",
+            kv_cache_misses.clone(),
+        );
+        registry.register(
+            "kv_cache_stale_served",
+            "Aged cached KV reads served because the store did not answer",
+            kv_cache_stale.clone(),
+        );
+        registry.register(
+            "kv_cache_bytes",
+            "Bytes the KV cache holds",
+            kv_cache_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -134,6 +164,10 @@ impl Metrics {
             instances_busy,
             instances_idle,
             workers,
+            kv_cache_hits,
+            kv_cache_misses,
+            kv_cache_stale,
+            kv_cache_bytes,
             scrape: Mutex::new(()),
         }
     }
@@ -181,8 +215,28 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read now.
-    pub fn encode(&self, busy: u32, idle: u32, workers: usize) -> String {
+    pub fn encode(
+        &self,
+        busy: u32,
+        idle: u32,
+        workers: usize,
+        kv_cache: Option<&CachedStore>,
+    ) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cache) = kv_cache {
+            let stats = cache.stats();
+            let read = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+            self.kv_cache_hits
+                .inner()
+                .store(read(&stats.hits), Ordering::Relaxed);
+            self.kv_cache_misses
+                .inner()
+                .store(read(&stats.misses), Ordering::Relaxed);
+            self.kv_cache_stale
+                .inner()
+                .store(read(&stats.stale_served), Ordering::Relaxed);
+            self.kv_cache_bytes.set(cache.bytes() as i64);
+        }
         self.instances_busy.set(i64::from(busy));
         self.instances_idle.set(i64::from(idle));
         self.workers.set(workers as i64);

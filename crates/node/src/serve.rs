@@ -13,6 +13,11 @@ use crate::admin::{self, AdminState};
 use crate::config::{NodeConfig, StoreConfig};
 use crate::node::{Node, Stores};
 
+/// How long a cached KV read is served before the store is asked again,
+/// whatever the change log says: the bound on staleness should a change
+/// ever be missed (as Workers KV's default `cacheTtl`).
+pub const KV_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The node's stores, as its config names them.
 pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
     let clock: Arc<dyn verge_kv::Clock> = Arc::new(verge_kv::SystemClock);
@@ -34,6 +39,7 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
                 secrets: Arc::new(control.clone()),
                 changes: Arc::new(control),
                 kv: Arc::new(kv),
+                kv_cache: None,
                 clock,
             })
         }
@@ -52,11 +58,25 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
                 }
             };
             let control = store.control();
+            let store: Arc<dyn verge_kv::KvStore> = Arc::new(store);
+            let (kv, kv_cache) = if config.kv_cache > 0 {
+                let cache = Arc::new(verge_kv::CachedStore::new(
+                    store,
+                    verge_kv::CacheConfig {
+                        capacity: config.kv_cache,
+                        ttl: KV_CACHE_TTL,
+                    },
+                ));
+                (cache.clone() as Arc<dyn verge_kv::KvStore>, Some(cache))
+            } else {
+                (store, None)
+            };
             Ok(Stores {
                 deploys: Arc::new(control.clone()),
                 secrets: Arc::new(control.clone()),
                 changes: Arc::new(control),
-                kv: Arc::new(store),
+                kv,
+                kv_cache,
                 clock,
             })
         }

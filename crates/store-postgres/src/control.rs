@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use verge_deploy::{
-    Canary, Change, ChangeFeed, ChangeKind, DeployStore, Deployment, SecretStore, StoreError,
-    Version,
+    Canary, Change, ChangeFeed, DeployStore, Deployment, SecretStore, StoreError, Subject, Version,
 };
 
 /// Versions, deployments, components and secrets in PostgreSQL. Made by
@@ -23,18 +22,25 @@ const DROP_UNUSED_COMPONENTS: &str =
     "DELETE FROM components WHERE hash NOT IN (SELECT component FROM versions)";
 
 /// The channel NOTIFY carries change sequence numbers on.
-const CHANNEL: &str = "verge_changes";
+pub(crate) const CHANNEL: &str = "verge_changes";
 
-/// Records a change in the transaction `tx` and notifies listeners, which
-/// PostgreSQL delivers only if the transaction commits.
+/// What a control-plane change touched.
+#[derive(Clone, Copy)]
+enum Kind {
+    Deployment,
+    Secrets,
+}
+
+/// Records a change of `worker` in the transaction `tx` and notifies
+/// listeners, which PostgreSQL delivers only if the transaction commits.
 async fn record(
     tx: &tokio_postgres::Transaction<'_>,
     worker: &str,
-    kind: ChangeKind,
+    kind: Kind,
 ) -> Result<(), StoreError> {
     let kind = match kind {
-        ChangeKind::Deployment => "deployment",
-        ChangeKind::Secret => "secret",
+        Kind::Deployment => "deployment",
+        Kind::Secrets => "secret",
     };
     let row = tx
         .query_one(
@@ -48,6 +54,24 @@ async fn record(
         .await
         .map_err(unavailable)?;
     Ok(())
+}
+
+/// A change log row as a [`Change`]; `None` for a kind this node does not
+/// know (written by a newer node), which it skips.
+fn change_from_row(row: &tokio_postgres::Row) -> Option<Change> {
+    let seq = row.get::<_, i64>(0) as u64;
+    let worker: Option<String> = row.get(1);
+    let kind: String = row.get(2);
+    let namespace: Option<String> = row.get(3);
+    let key: Option<Vec<u8>> = row.get(4);
+    let subject = match (kind.as_str(), worker, namespace, key) {
+        ("deployment", Some(worker), _, _) => Subject::Deployment(worker),
+        ("secret", Some(worker), _, _) => Subject::Secrets(worker),
+        ("kv", _, Some(namespace), Some(key)) => Subject::KvKey { namespace, key },
+        ("kv-namespace", _, Some(namespace), _) => Subject::KvNamespace(namespace),
+        _ => return None,
+    };
+    Some(Change { seq, subject })
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -153,7 +177,7 @@ impl DeployStore for PgControl {
         )
         .await
         .map_err(unavailable)?;
-        record(&tx, &d.worker, ChangeKind::Deployment).await?;
+        record(&tx, &d.worker, Kind::Deployment).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -224,7 +248,7 @@ impl DeployStore for PgControl {
             .await
             .map_err(unavailable)?;
         if existed {
-            record(&tx, worker, ChangeKind::Deployment).await?;
+            record(&tx, worker, Kind::Deployment).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(existed)
@@ -243,7 +267,7 @@ impl SecretStore for PgControl {
         )
         .await
         .map_err(unavailable)?;
-        record(&tx, worker, ChangeKind::Secret).await?;
+        record(&tx, worker, Kind::Secrets).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -258,7 +282,7 @@ impl SecretStore for PgControl {
             .await
             .map_err(unavailable)?;
         if rows == 1 {
-            record(&tx, worker, ChangeKind::Secret).await?;
+            record(&tx, worker, Kind::Secrets).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(rows == 1)
@@ -303,28 +327,29 @@ impl ChangeFeed for PgControl {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    async fn changes_after(&self, seq: u64) -> Result<Vec<Change>, StoreError> {
+    async fn changes_after(&self, seq: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT seq, worker, kind FROM changes WHERE seq > $1 ORDER BY seq",
-                &[&(seq as i64)],
+                "SELECT seq, worker, kind, namespace, key FROM changes
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(seq as i64), &i64::from(limit)],
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|row| Change {
-                seq: row.get::<_, i64>(0) as u64,
-                worker: row.get(1),
-                kind: if row.get::<_, String>(2) == "secret" {
-                    ChangeKind::Secret
-                } else {
-                    ChangeKind::Deployment
-                },
-            })
-            .collect())
+        Ok(rows.iter().filter_map(change_from_row).collect())
+    }
+
+    async fn prune_changes(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM changes WHERE at < now() - make_interval(secs => $1)",
+                &[&keep.as_secs_f64()],
+            )
+            .await
+            .map_err(unavailable)
     }
 
     /// Keeps a connection LISTENing on the change channel, reconnecting

@@ -138,11 +138,25 @@ impl KvStore for PgStore {
     }
 
     async fn delete_namespace(&self, name: &str) -> Result<bool, KvError> {
-        let client = self.client().await?;
-        let rows = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let rows = tx
             .execute("DELETE FROM kv_namespaces WHERE name = $1", &[&name])
             .await
             .map_err(unavailable)?;
+        if rows == 1 {
+            tx.execute(
+                "WITH logged AS (
+                     INSERT INTO changes (kind, namespace) VALUES ('kv-namespace', $1)
+                     RETURNING seq
+                 )
+                 SELECT pg_notify($2, seq::text) FROM logged",
+                &[&name, &control::CHANNEL],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
         Ok(rows == 1)
     }
 

@@ -64,6 +64,12 @@ CREATE TABLE changes (
     at     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 ",
+    // KV writes are logged too, so that nodes drop what they cached.
+    "
+ALTER TABLE changes ALTER COLUMN worker DROP NOT NULL;
+ALTER TABLE changes ADD COLUMN namespace TEXT, ADD COLUMN key BYTEA;
+CREATE INDEX changes_at ON changes (at);
+",
 ];
 
 /// Creates `schema` and brings its tables to the newest version. Nodes

@@ -5,6 +5,7 @@ use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use verge_kv::{Condition, KvError, WriteOp, WriteOutcome};
 
+use crate::control::CHANNEL;
 use crate::{PgStore, unavailable};
 
 enum Failure {
@@ -93,6 +94,8 @@ async fn apply_in(
         .get(0);
     let now = now as i64;
     let mut outcomes = Vec::with_capacity(ops.len());
+    // Keys this batch changed, for the change log.
+    let mut changed: Vec<&[u8]> = Vec::new();
     for op in ops {
         let key = match op {
             WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::Increment { key, .. } => {
@@ -176,7 +179,27 @@ async fn apply_in(
                 }
             }
         };
+        let wrote = match (&outcome, op) {
+            (Ok(WriteOutcome::Deleted(_)), _) => exists,
+            (Ok(_), _) => true,
+            (Err(_), _) => false,
+        };
+        if wrote {
+            changed.push(key);
+        }
         outcomes.push(outcome);
+    }
+    if !changed.is_empty() {
+        // One row per key, one NOTIFY for the batch, in one round trip.
+        tx.execute(
+            "WITH logged AS (
+                 INSERT INTO changes (kind, namespace, key)
+                 SELECT 'kv', $1, k FROM unnest($2::bytea[]) AS k RETURNING seq
+             )
+             SELECT pg_notify($3, max(seq)::text) FROM logged",
+            &[&namespace, &changed, &CHANNEL],
+        )
+        .await?;
     }
     Ok(outcomes)
 }

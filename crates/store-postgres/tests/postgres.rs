@@ -73,6 +73,19 @@ proptest! {
             agree(store, ManualClock::new(1_000_000), ops).await
         })?;
     }
+
+    /// The read cache a cluster node puts in front of the store changes
+    /// nothing a guest can observe.
+    #[test]
+    fn the_cached_store_agrees_with_the_model(ops in ops()) {
+        with_store(|store, _| async move {
+            let cached = verge_kv::CachedStore::new(store, verge_kv::CacheConfig {
+                capacity: 64 * 1024,
+                ttl: std::time::Duration::from_secs(60),
+            });
+            agree(Arc::new(cached), ManualClock::new(1_000_000), ops).await
+        })?;
+    }
 }
 
 #[test]
@@ -194,7 +207,7 @@ fn the_control_store_conforms() {
 
 #[test]
 fn changes_are_logged_in_order_and_pushed_to_listeners() {
-    use verge_deploy::{ChangeFeed, ChangeKind, DeployStore, Deployment, SecretStore};
+    use verge_deploy::{ChangeFeed, DeployStore, Deployment, SecretStore, Subject};
     with_store(|store, _| async move {
         let control = store.control();
         let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
@@ -223,23 +236,117 @@ fn changes_are_logged_in_order_and_pushed_to_listeners() {
         assert!(!control.delete_secret("w", "missing").await.unwrap());
         assert!(control.delete_worker("w").await.unwrap());
 
-        let changes = control.changes_after(0).await.unwrap();
-        let kinds: Vec<(String, ChangeKind)> =
-            changes.iter().map(|c| (c.worker.clone(), c.kind)).collect();
+        let changes = control.changes_after(0, 100).await.unwrap();
+        let subjects: Vec<Subject> = changes.iter().map(|c| c.subject.clone()).collect();
         assert_eq!(
-            kinds,
+            subjects,
             [
-                ("w".to_string(), ChangeKind::Deployment),
-                ("w".to_string(), ChangeKind::Secret),
-                ("w".to_string(), ChangeKind::Deployment),
+                Subject::Deployment("w".into()),
+                Subject::Secrets("w".into()),
+                Subject::Deployment("w".into()),
             ],
             "a delete of nothing records nothing"
         );
         assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
         assert_eq!(control.last_change().await.unwrap(), changes[2].seq);
         assert_eq!(
-            control.changes_after(changes[1].seq).await.unwrap(),
+            control.changes_after(changes[1].seq, 100).await.unwrap(),
             changes[2..]
         );
+        assert_eq!(control.changes_after(0, 2).await.unwrap(), changes[..2]);
+    });
+}
+
+#[test]
+fn kv_writes_that_change_something_are_logged_for_other_nodes_caches() {
+    use verge_deploy::{ChangeFeed, Subject};
+    with_store(|store, _| async move {
+        let control = store.control();
+        let clock = Arc::new(SystemClock);
+        store.create_namespace("ns").await.unwrap();
+        let ns = Namespace::new(store.clone(), "ns", clock);
+        ns.put(b"a", Bytes::from("1"), PutOptions::default())
+            .await
+            .unwrap();
+        let refused = PutOptions {
+            condition: Condition::IfAbsent,
+            ..PutOptions::default()
+        };
+        assert_eq!(
+            ns.put(b"a", Bytes::from("2"), refused).await,
+            Err(KvError::ConditionFailed)
+        );
+        assert!(!ns.delete(b"missing").await.unwrap());
+        ns.increment(b"n", 5).await.unwrap();
+        assert!(ns.delete(b"a").await.unwrap());
+        assert!(store.delete_namespace("ns").await.unwrap());
+
+        let kv = |key: &[u8]| Subject::KvKey {
+            namespace: "ns".into(),
+            key: key.to_vec(),
+        };
+        let subjects: Vec<Subject> = control
+            .changes_after(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.subject)
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                kv(b"a"),
+                kv(b"n"),
+                kv(b"a"),
+                Subject::KvNamespace("ns".into())
+            ],
+            "a refused put and a delete of nothing change nothing"
+        );
+    });
+}
+
+#[test]
+fn a_cache_on_another_node_sees_a_write_once_the_change_log_is_applied() {
+    use verge_deploy::{ChangeFeed, Subject};
+    use verge_kv::{CacheConfig, CachedStore};
+    with_store(|a, schema| async move {
+        let b = Arc::new(PgStore::connect(&url(), &schema).await.unwrap());
+        let cached = Arc::new(CachedStore::new(
+            b.clone(),
+            CacheConfig {
+                capacity: 1 << 20,
+                ttl: std::time::Duration::from_secs(60),
+            },
+        ));
+        let clock = Arc::new(SystemClock);
+        a.create_namespace("ns").await.unwrap();
+        let on_a = Namespace::new(a.clone(), "ns", clock.clone());
+        let on_b = Namespace::new(cached.clone(), "ns", clock);
+        let seen = b.control().last_change().await.unwrap();
+
+        assert_eq!(on_b.get(b"k").await.unwrap(), None);
+        on_a.put(b"k", Bytes::from("1"), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            on_b.get(b"k").await.unwrap(),
+            None,
+            "B's cache holds its read until it hears of the write"
+        );
+        for change in b.control().changes_after(seen, 100).await.unwrap() {
+            if let Subject::KvKey { namespace, key } = change.subject {
+                cached.invalidate(&namespace, &key);
+            }
+        }
+        assert_eq!(on_b.get(b"k").await.unwrap().unwrap().value, "1");
+
+        // B's own write is visible to B's next read at once.
+        on_b.put(b"k", Bytes::from("2"), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(on_b.get(b"k").await.unwrap().unwrap().value, "2");
+        let stats = cached.stats();
+        assert!(stats.hits.load(Ordering::Relaxed) >= 1);
+        assert_eq!(stats.misses.load(Ordering::Relaxed), 3);
     });
 }

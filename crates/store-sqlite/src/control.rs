@@ -323,7 +323,7 @@ impl ChangeFeed for SqliteControl {
         Ok(0)
     }
 
-    async fn changes_after(&self, _seq: u64) -> Result<Vec<Change>, StoreError> {
+    async fn changes_after(&self, _seq: u64, _limit: u32) -> Result<Vec<Change>, StoreError> {
         Ok(Vec::new())
     }
 }

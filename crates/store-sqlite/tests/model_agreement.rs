@@ -25,6 +25,27 @@ proptest! {
             agree(Arc::new(store), clock, ops).await
         })?;
     }
+
+    /// The read cache cluster nodes use, over a store it does not need,
+    /// since nothing but its own writes change it here: what it serves
+    /// agrees with the model, evictions and expirations included.
+    #[test]
+    fn the_cached_store_agrees_with_the_model(ops in ops()) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(1_000_000);
+            let store = SqliteStore::open(&dir.path().join("kv.db"), Arc::new(clock.clone())).unwrap();
+            let cached = verge_kv::CachedStore::new(Arc::new(store), verge_kv::CacheConfig {
+                capacity: 16 * 1024,
+                ttl: std::time::Duration::from_secs(60),
+            });
+            agree(Arc::new(cached), clock, ops).await
+        })?;
+    }
 }
 
 #[test]

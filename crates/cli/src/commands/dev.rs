@@ -114,6 +114,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         pooling: !args.no_pooling,
         error_detail: !args.no_error_detail,
+        kv_cache: 0,
+        store_listen: false,
     };
 
     let tokio = tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,16 @@ pub struct ServeArgs {
     #[arg(long, env = "VERGE_STORE_SCHEMA")]
     store_schema: Option<String>,
 
+    /// Memory (MiB) for the KV read cache of a PostgreSQL store; 0 turns
+    /// it off [default: 64].
+    #[arg(long, env = "VERGE_KV_CACHE_MIB")]
+    kv_cache_mib: Option<u64>,
+
+    /// Do not LISTEN for PostgreSQL change notifications; read the change
+    /// log every second instead (behind PgBouncer in transaction mode).
+    #[arg(long)]
+    no_store_listen: bool,
+
     /// Workers answer at NAME.<domain> [default: localhost].
     #[arg(long, env = "VERGE_DOMAIN")]
     domain: Option<String>,
@@ -126,6 +136,8 @@ impl ServeArgs {
             drain_timeout_s: self.drain_timeout_s,
             pooling: self.no_pooling.then_some(false),
             error_detail: self.error_detail.then_some(true),
+            kv_cache_mib: self.kv_cache_mib,
+            store_listen: self.no_store_listen.then_some(false),
             ceilings: CeilingsLayer {
                 cpu_ms: self.max_cpu_ms,
                 wall_ms: self.max_wall_ms,

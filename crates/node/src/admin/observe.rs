@@ -22,6 +22,7 @@ pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse 
         node.runtime.instances_busy(),
         node.runtime.instances_idle(),
         node.registry.len(),
+        node.stores().kv_cache.as_deref(),
     );
     (
         [(
