@@ -7,8 +7,11 @@
     (polled every 2 ms); then 200 KV writes through A's admin API, each timed
     until B's admin API reads the value back. p50 and p99 of each.
   - KV get latency: `verge-bench kv-latency`, small gets one at a time
-    through the guests' Namespace API on SQLite and on PostgreSQL (uncached:
-    nodes keep no KV read cache yet).
+    through the guests' Namespace API on SQLite, on PostgreSQL, and on
+    PostgreSQL behind the nodes' read cache (warmed).
+  - hello throughput through nginx: wrk against nginx proxying to node A
+    alone, then to A and B (keep-alive upstreams, the same proxy either
+    way), interleaved over rounds. Needs nginx and wrk; skipped without.
 
 Usage: python3 bench/cluster.py [--postgres postgres://root@127.0.0.1:5432/test]
 """
@@ -27,7 +30,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import FIXTURES, ROOT, run  # noqa: E402
+from run import FIXTURES, ROOT, run, wrk  # noqa: E402
 from node import TOKEN, admin, start_node  # noqa: E402
 
 
@@ -45,9 +48,78 @@ def percentiles(values):
     return values[len(values) // 2], values[max(0, int(len(values) * 0.99) - 1)]
 
 
+NGINX_CONF = """
+worker_processes 1;
+error_log stderr error;
+pid nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    upstream verge {{
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://verge;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host app.localhost;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(tmp, name, port, upstreams):
+    prefix = os.path.join(tmp, name)
+    os.makedirs(prefix, exist_ok=True)
+    servers = "\n".join(f"        server {u};" for u in upstreams)
+    with open(os.path.join(prefix, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF.format(servers=servers, port=port))
+    proc = subprocess.Popen(["nginx", "-p", prefix, "-c", "nginx.conf", "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while get(f"http://127.0.0.1:{port}/plain", "app.localhost") is None:
+        if time.time() > deadline:
+            raise SystemExit("nginx did not start")
+        time.sleep(0.05)
+    return proc
+
+
+def throughput(tmp, rounds, duration, connections):
+    """req/s of /plain through nginx to node A alone and to A and B."""
+    if not (shutil.which("nginx") and shutil.which("wrk")):
+        return "hello through nginx: skipped (needs nginx and wrk)"
+    proxies = {"one": (18841, ["127.0.0.1:18821"]),
+               "two": (18842, ["127.0.0.1:18821", "127.0.0.1:18822"])}
+    procs = [start_nginx(tmp, name, port, ups) for name, (port, ups) in proxies.items()]
+    results = {"one": [], "two": []}
+    try:
+        for _ in range(rounds):
+            for name, (port, _) in proxies.items():
+                rps, _, p99, _ = wrk(f"http://127.0.0.1:{port}/plain", duration, connections)
+                results[name].append((rps, p99))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGQUIT)
+            p.wait(timeout=10)
+    one = statistics.median(r for r, _ in results["one"])
+    two = statistics.median(r for r, _ in results["two"])
+    p99_one = statistics.median(p for _, p in results["one"])
+    p99_two = statistics.median(p for _, p in results["two"])
+    return (f"hello through nginx (wrk -t1 -c{connections} -d{duration}s, median of {rounds}): "
+            f"one node {one:.0f} req/s (p99 {p99_one:.2f} ms), two nodes {two:.0f} req/s "
+            f"(p99 {p99_two:.2f} ms), {two / one:.2f}x")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--postgres", default="postgres://root@127.0.0.1:5432/test")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=32)
     args = ap.parse_args()
     run(["cargo", "build", "--release", "-p", "verge", "-p", "verge-bench", "-p", "verge-test-programs"])
     binary = os.path.join(ROOT, "target/release/verge")
@@ -93,6 +165,7 @@ def main():
                 if time.perf_counter() - start > 10:
                     raise SystemExit(f"write {i} not visible on B in 10 s")
             writes.append((time.perf_counter() - start) * 1000)
+        hello = throughput(tmp, args.rounds, args.duration, args.connections)
     finally:
         for p in procs:
             p.send_signal(signal.SIGINT)
@@ -115,6 +188,7 @@ def main():
     print(f"KV write through A until B reads it: p50 {w50:.2f} ms, p99 {w99:.2f} ms ({len(writes)} writes; "
           f"includes one admin API round trip on B)")
     print(latency)
+    print(hello)
 
 
 if __name__ == "__main__":

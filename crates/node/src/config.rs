@@ -504,6 +504,13 @@ mod tests {
                 },
                 "address of its own",
             ),
+            (
+                ConfigLayer {
+                    kv_cache_mib: Some(u64::MAX),
+                    ..layer()
+                },
+                "VERGE_KV_CACHE_MIB",
+            ),
         ];
         for (layer, expected) in cases {
             let e = NodeConfig::from_layer(layer).unwrap_err().to_string();
