@@ -40,6 +40,8 @@ enum Command {
     Secret(commands::secret::SecretArgs),
     /// Watch a worker's requests and logs on a node as they happen.
     Tail(commands::tail::TailArgs),
+    /// List a worker's cron triggers and runs on a node, or run one now.
+    Cron(commands::cron::CronArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Rollback(args) => commands::versions::rollback(args),
         Command::Secret(args) => commands::secret::run(args),
         Command::Tail(args) => commands::tail::run(args),
+        Command::Cron(args) => commands::cron::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -239,3 +239,37 @@ fn concurrent_increments_from_many_guests_lose_none() {
     }
     assert_eq!(dev.get("/get?key=counter").text(), "200");
 }
+
+#[test]
+fn verge_dev_runs_cron_triggers_on_schedule_and_by_hand() {
+    // Every second, on the single node `verge dev` runs (SQLite).
+    let manifest = format!("{BOUND}[triggers]\ncrons = [\"* * * * * *\"]\n");
+    let dev = Dev::start(common::project(common::KV_FIXTURE, &manifest), &[]);
+    // By hand, as a developer would with curl: no time given.
+    let fired = Reply::from(
+        agent()
+            .post(&dev.url("/.well-known/verge/scheduled?cron=*+*+*+*+*+*"))
+            .send_empty(),
+    );
+    assert_eq!((fired.status, fired.text().as_str()), (200, "1"));
+    // Scheduled ticks carry their time; the hand-fired run had none.
+    let ticks = || {
+        dev.get("/list?prefix=tick:1")
+            .text()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    common::node::eventually("three scheduled ticks", || ticks().len() >= 3);
+    for key in ticks() {
+        let time: u64 = key.strip_prefix("tick:").unwrap().parse().unwrap();
+        assert_eq!(time % 1000, 0, "ticks fall on whole seconds: {key}");
+        assert_eq!(
+            dev.get(&format!("/get?key={key}")).text(),
+            "1",
+            "{key} ran once"
+        );
+    }
+    assert_eq!(dev.get("/get?key=tick:").text(), "1", "the run by hand");
+    dev.wait_line("POST /.well-known/verge/scheduled 200");
+}

@@ -1218,3 +1218,101 @@ fn a_node_killed_during_traffic_comes_back_with_what_changed_meanwhile() {
         version_of(&b, "app") == "three"
     });
 }
+
+#[test]
+fn three_nodes_run_each_cron_tick_exactly_once() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let nodes = [
+        Node::start(&store),
+        Node::start(&store),
+        Node::start(&store),
+    ];
+    succeed(
+        nodes[0]
+            .cli()
+            .args(["kv", "--remote", "namespace", "create", "shared"]),
+    );
+    let project = worker(
+        "store",
+        std::path::Path::new(KV_FIXTURE),
+        "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n\
+         [triggers]\ncrons = [\"* * * * * *\"]\n",
+    );
+    deploy(&nodes[0], project.path(), &[]);
+    for node in &nodes {
+        eventually("the deploy reaching every node", || {
+            node.get("store.localhost", "/open").status == 200
+        });
+    }
+    // Clients cannot fire triggers.
+    let outside = nodes[1].get("store.localhost", "/.well-known/verge/scheduled?cron=x");
+    assert_eq!(outside.status, 404);
+    assert!(outside.text().contains("reserved"), "{}", outside.text());
+
+    // Let a few seconds of ticks go by, with every node competing for each.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let keys = |node: &Node| {
+        let page = json_of(&node.admin_call(
+            "GET",
+            "/v1/kv/namespaces/shared/keys?prefix=tick:",
+            Some(TOKEN),
+            None,
+        ));
+        key_names(&page)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let ticks = keys(&nodes[2]);
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    for key in &ticks {
+        let value = nodes[2].admin_call(
+            "GET",
+            &format!("/v1/kv/namespaces/shared/values/{key}"),
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(value.text(), "1", "{key} ran once across the three nodes");
+    }
+    // The admin API lists the schedule and one run per tick, each answered
+    // 200 by the guest; the node that ran a tick logged its request.
+    let listed =
+        || json_of(&nodes[1].admin_call("GET", "/v1/workers/store/schedules", Some(TOKEN), None));
+    assert_eq!(listed()["schedules"][0]["cron"], "* * * * * *");
+    // A run is recorded finished just after its guest answered.
+    eventually("every tick's run recorded with the guest's 200", || {
+        let listed = listed();
+        let runs = listed["runs"].as_array().unwrap();
+        ticks.iter().all(|key| {
+            let tick: u64 = key.strip_prefix("tick:").unwrap().parse().unwrap();
+            let matching: Vec<&Value> = runs.iter().filter(|r| r["tick"] == tick).collect();
+            matching.len() == 1 && matching[0]["status"] == 200
+        })
+    });
+    let logged = nodes.iter().any(|n| {
+        n.stderr()
+            .iter()
+            .any(|l| l.contains("POST /.well-known/verge/scheduled 200"))
+    });
+    assert!(logged, "a scheduled run in some node's request log");
+
+    // Run by hand through the CLI; it shows in the runs too.
+    let ran = succeed(nodes[2].cli().args(["cron", "run", "--name", "store"]));
+    assert!(ran.contains("Ran store's `* * * * * *`"), "{ran}");
+    let listing = succeed(nodes[0].cli().args(["cron", "list", "--name", "store"]));
+    assert!(
+        listing.contains("* * * * * *") && listing.contains("200"),
+        "{listing}"
+    );
+    let wrong = nodes[0]
+        .cli()
+        .args(["cron", "run", "--name", "store", "--cron", "0 0 * * *"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("has no schedule `0 0 * * *`"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}

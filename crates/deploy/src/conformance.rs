@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 
-use crate::{Canary, DeployStore, Deployment, SecretStore, Version};
+use crate::{
+    CRON_RUNS_KEPT_MS, Canary, CronStore, DeployStore, Deployment, RunOutcome, SecretStore, Version,
+};
 
 fn version(worker: &str, id: &str, component: &str) -> Version {
     Version {
@@ -90,4 +92,87 @@ pub async fn secret_store(store: &impl SecretStore) {
     assert!(store.delete_secret("w", "A").await.unwrap());
     assert!(!store.delete_secret("w", "A").await.unwrap());
     assert_eq!(store.secret_names("w").await.unwrap(), ["B"]);
+}
+
+/// Cron runs: one claim per tick, outcomes recorded, newest first, gone
+/// with their worker, forgotten after a day.
+pub async fn cron_store(store: &(impl DeployStore + CronStore)) {
+    let tick = 1_800_000_000_000;
+    assert!(store.claim_tick("w", "* * * * *", tick, "a").await.unwrap());
+    assert!(
+        !store.claim_tick("w", "* * * * *", tick, "b").await.unwrap(),
+        "a tick is taken once"
+    );
+    assert!(store.claim_tick("w", "0 * * * *", tick, "b").await.unwrap());
+    assert!(
+        store
+            .claim_tick("other", "* * * * *", tick, "b")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_tick("w", "* * * * *", tick + 60_000, "b")
+            .await
+            .unwrap()
+    );
+    let outcome = RunOutcome {
+        status: 500,
+        wall_ms: 12,
+        error: Some("panic".into()),
+    };
+    store
+        .finish_tick("w", "* * * * *", tick, &outcome)
+        .await
+        .unwrap();
+    let runs = store.cron_runs("w", 10).await.unwrap();
+    let summary: Vec<(&str, u64, &str, Option<u16>)> = runs
+        .iter()
+        .map(|r| (r.cron.as_str(), r.tick, r.node.as_str(), r.status))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("* * * * *", tick + 60_000, "b", None),
+            ("* * * * *", tick, "a", Some(500)),
+            ("0 * * * *", tick, "b", None),
+        ]
+    );
+    assert_eq!(runs[1].wall_ms, Some(12));
+    assert_eq!(runs[1].error.as_deref(), Some("panic"));
+    assert_eq!(store.cron_runs("w", 1).await.unwrap().len(), 1);
+
+    // A day later the first runs are forgotten.
+    let later = tick + CRON_RUNS_KEPT_MS + 60_000;
+    assert!(
+        store
+            .claim_tick("w", "* * * * *", later, "a")
+            .await
+            .unwrap()
+    );
+    let ticks: Vec<u64> = store
+        .cron_runs("w", 10)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.cron == "* * * * *")
+        .map(|r| r.tick)
+        .collect();
+    assert_eq!(ticks, [later, tick + 60_000]);
+
+    store.put_blob("c", Bytes::from("x")).await.unwrap();
+    store.add_version(&version("w", "v1", "c")).await.unwrap();
+    store
+        .set_deployment(&Deployment {
+            worker: "w".into(),
+            stable: "v1".into(),
+            canary: None,
+            updated_at: 1,
+            author: "ops".into(),
+        })
+        .await
+        .unwrap();
+    assert!(store.delete_worker("w").await.unwrap());
+    assert!(store.cron_runs("w", 10).await.unwrap().is_empty());
+    assert_eq!(store.cron_runs("other", 10).await.unwrap().len(), 1);
 }

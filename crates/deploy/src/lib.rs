@@ -16,4 +16,7 @@ mod store;
 
 pub use cursor::{ChangeCursor, GAP_WAIT, Settled};
 pub use records::{Canary, Deployment, Version, short_id, version_id};
-pub use store::{Change, ChangeFeed, DeployStore, SecretStore, StoreError, Subject};
+pub use store::{
+    CRON_RUNS_KEPT_MS, Change, ChangeFeed, CronRun, CronStore, DeployStore, RunOutcome,
+    SecretStore, StoreError, Subject,
+};

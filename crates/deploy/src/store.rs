@@ -62,6 +62,60 @@ pub trait SecretStore: Send + Sync {
     async fn secrets(&self, worker: &str) -> Result<Vec<(String, String)>, StoreError>;
 }
 
+/// Runs of workers' cron triggers. Every node that serves a worker asks to
+/// run each tick; the store lets exactly one of them.
+#[async_trait]
+pub trait CronStore: Send + Sync {
+    /// Takes the run of `worker`'s schedule `cron` at `tick` (Unix ms) for
+    /// `node`: of all callers for one tick, exactly one gets `true`. Runs
+    /// older than a day are forgotten.
+    async fn claim_tick(
+        &self,
+        worker: &str,
+        cron: &str,
+        tick: u64,
+        node: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Records how a run taken with [`CronStore::claim_tick`] ended.
+    async fn finish_tick(
+        &self,
+        worker: &str,
+        cron: &str,
+        tick: u64,
+        outcome: &RunOutcome,
+    ) -> Result<(), StoreError>;
+
+    /// A worker's latest runs, newest first.
+    async fn cron_runs(&self, worker: &str, limit: u32) -> Result<Vec<CronRun>, StoreError>;
+}
+
+/// One run of a cron trigger.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CronRun {
+    pub cron: String,
+    /// The tick it ran for, Unix ms.
+    pub tick: u64,
+    /// The node that ran it.
+    pub node: String,
+    /// `None` while it runs (or if the node died during it).
+    pub status: Option<u16>,
+    pub wall_ms: Option<u64>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub status: u16,
+    pub wall_ms: u64,
+    pub error: Option<String>,
+}
+
+/// A day, in ms: how long runs are remembered.
+pub const CRON_RUNS_KEPT_MS: u64 = 24 * 3600 * 1000;
+
 /// One entry of the change log. Nodes that share a store replay the log
 /// to stay in step.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod cron;
 mod outbound;
 mod route;
 
+pub use cron::{MAX_CRONS, Schedule};
 pub use outbound::HostPattern;
 pub use route::RoutePattern;
 
@@ -40,6 +42,8 @@ pub struct Manifest {
     /// Where a node routes requests to the worker (`routes`), besides
     /// `NAME.<the node's domain>`.
     pub routes: Vec<RoutePattern>,
+    /// When the worker's scheduled handler runs (`[triggers] crons`).
+    pub crons: Vec<Schedule>,
     /// The directory the manifest is in; relative paths are relative to it.
     pub dir: PathBuf,
 }
@@ -104,6 +108,15 @@ struct Raw {
     outbound: RawOutbound,
     #[serde(default)]
     routes: Vec<String>,
+    #[serde(default)]
+    triggers: RawTriggers,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    crons: Vec<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -309,6 +322,35 @@ impl Manifest {
             routes.push(route);
         }
 
+        let mut crons: Vec<Schedule> = Vec::new();
+        for entry in &raw.triggers.crons {
+            let schedule = entry.parse::<Schedule>().map_err(|problem| {
+                error(
+                    find_value(text, entry).or_else(|| find("crons")),
+                    format!("invalid cron schedule {entry:?}: {problem}"),
+                    Some("schedules look like `*/5 * * * *` (every five minutes, UTC) or `0 * * * * *` with seconds first".into()),
+                )
+            })?;
+            if crons.contains(&schedule) {
+                return Err(error(
+                    find_value(text, entry).or_else(|| find("crons")),
+                    format!("cron schedule {entry:?} is listed twice"),
+                    Some("remove one of them".into()),
+                ));
+            }
+            crons.push(schedule);
+        }
+        if crons.len() > MAX_CRONS {
+            return Err(error(
+                find("crons"),
+                format!(
+                    "{} cron schedules; a worker may have at most {MAX_CRONS}",
+                    crons.len()
+                ),
+                Some("combine schedules, e.g. `0 9,17 * * *` for two times a day".into()),
+            ));
+        }
+
         let limits = raw.limits;
         let positive = [
             ("cpu_ms", limits.cpu_ms),
@@ -334,6 +376,7 @@ impl Manifest {
             kv_namespaces: raw.kv_namespaces,
             outbound,
             routes,
+            crons,
             dir,
         })
     }
@@ -502,6 +545,22 @@ mod tests {
                 .unwrap()
                 .contains("known keys here: name, component, build, vars, limits")
         );
+    }
+
+    #[test]
+    fn cron_triggers_are_parsed_and_bad_ones_located() {
+        let m = parse("name = \"x\"\n[triggers]\ncrons = [\"*/5 * * * *\", \"* * * * * *\"]\n")
+            .unwrap();
+        let crons: Vec<&str> = m.crons.iter().map(Schedule::as_str).collect();
+        assert_eq!(crons, ["*/5 * * * *", "* * * * * *"]);
+        let e =
+            parse("name = \"x\"\n[triggers]\ncrons = [\n  \"0 * * * *\",\n  \"99 * * * *\",\n]\n")
+                .unwrap_err();
+        assert_eq!(e.location.map(|l| l.0), Some(5), "{e}");
+        assert!(e.to_string().contains("invalid cron schedule"), "{e}");
+        let e = parse("name = \"x\"\n[triggers]\ncrons = [\"0 * * * *\", \"0  * * * *\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
     }
 
     #[test]

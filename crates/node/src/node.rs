@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use verge_deploy::{
-    Canary, Change, ChangeCursor, ChangeFeed, DeployStore, Deployment, SecretStore, Settled,
-    StoreError, Subject, Version, short_id, version_id,
+    Canary, Change, ChangeCursor, ChangeFeed, CronRun, CronStore, DeployStore, Deployment,
+    RunOutcome, SecretStore, Settled, StoreError, Subject, Version, short_id, version_id,
 };
 use verge_kv::{CachedStore, Clock, KvStore, Namespace};
 use verge_manifest::Manifest;
@@ -22,7 +22,7 @@ use verge_runtime::{
 
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::registry::{Live, Registry};
+use crate::registry::{Live, Registry, SCHEDULED_PATH};
 use crate::spec::worker_spec;
 use crate::tail::TailHub;
 
@@ -59,6 +59,8 @@ impl From<verge_kv::KvError> for NodeError {
 pub struct Stores {
     pub deploys: Arc<dyn DeployStore>,
     pub secrets: Arc<dyn SecretStore>,
+    /// Who runs each cron tick.
+    pub crons: Arc<dyn CronStore>,
     /// What other nodes sharing the store changed.
     pub changes: Arc<dyn ChangeFeed>,
     pub kv: Arc<dyn KvStore>,
@@ -101,6 +103,8 @@ pub struct Node {
     /// Deploys, rollbacks and secret changes happen one at a time, so each
     /// validates against the state it will replace.
     changing: tokio::sync::Mutex<()>,
+    /// Names this node in cron runs: host and process.
+    node_id: String,
 }
 
 /// How often a node reads the change log when the store pushes nothing.
@@ -115,6 +119,35 @@ pub const CHANGE_RETENTION: std::time::Duration = std::time::Duration::from_secs
 
 /// How often a node removes entries older than [`CHANGE_RETENTION`].
 const CHANGE_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// This node's name in cron runs.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// `text` for a query string: letters, digits and `*/,-_.~` as they are,
+/// everything else percent-encoded.
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"*/,-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Ticks a node catches up on at most after falling behind (a stalled
+/// process, a suspended machine); older ones are skipped.
+const MAX_LATE_TICKS: usize = 10;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -156,6 +189,7 @@ impl Node {
             tail,
             stores,
             changing: tokio::sync::Mutex::new(()),
+            node_id: node_id(),
         });
         // Read the log's position first: a change made while the workers
         // load is then replayed, not missed.
@@ -168,6 +202,7 @@ impl Node {
             }
         }
         node.follow_changes(last_change);
+        node.run_schedules();
         Ok(node)
     }
 
@@ -334,6 +369,212 @@ impl Node {
             self.reload_worker(&worker, true).await?;
         }
         Ok(())
+    }
+
+    /// Runs cron triggers: at each tick of a served worker's schedules,
+    /// every node asks the store for the run, and the one that gets it
+    /// invokes the worker's stable version. A tick no node could claim (the
+    /// store was away) is skipped, not run twice later.
+    fn run_schedules(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut checked = now_ms();
+            loop {
+                let Some(this) = node.upgrade() else { return };
+                // Wake for the next tick, or after a second to see new
+                // deploys' schedules.
+                let next = this
+                    .registry
+                    .all()
+                    .iter()
+                    .flat_map(|(_, live)| live.crons.iter().filter_map(|c| c.next_after(checked)))
+                    .min()
+                    .unwrap_or(u64::MAX)
+                    .min(checked + 1000);
+                drop(this);
+                let now = now_ms();
+                if next > now {
+                    tokio::time::sleep(std::time::Duration::from_millis(next - now)).await;
+                }
+                let Some(this) = node.upgrade() else { return };
+                let now = now_ms();
+                for (worker, live) in this.registry.all() {
+                    for cron in &live.crons {
+                        let mut due = Vec::new();
+                        let mut tick = cron.next_after(checked);
+                        while let Some(t) = tick.filter(|t| *t <= now) {
+                            due.push(t);
+                            tick = cron.next_after(t);
+                        }
+                        if due.len() > MAX_LATE_TICKS {
+                            tracing::warn!(
+                                worker,
+                                cron = cron.as_str(),
+                                "{} ticks were missed while the node was stalled; running the last",
+                                due.len() - 1
+                            );
+                            due.drain(..due.len() - 1);
+                        }
+                        for t in due {
+                            let node = this.clone();
+                            let (worker, cron) = (worker.clone(), cron.as_str().to_string());
+                            tokio::spawn(async move {
+                                if let Err(e) = node.run_tick(&worker, &cron, t).await {
+                                    tracing::warn!(
+                                        worker,
+                                        cron,
+                                        "cannot claim a cron tick, skipping it: {e}"
+                                    );
+                                }
+                            });
+                        }
+                    }
+                }
+                checked = now.max(checked);
+            }
+        });
+    }
+
+    /// Runs `worker`'s tick of `cron` if this node is the one to.
+    async fn run_tick(
+        &self,
+        worker: &str,
+        cron: &str,
+        tick: u64,
+    ) -> Result<Option<CronRun>, StoreError> {
+        let claimed = self
+            .stores
+            .crons
+            .claim_tick(worker, cron, tick, &self.node_id)
+            .await?;
+        if !claimed {
+            return Ok(None);
+        }
+        let outcome = self.invoke_scheduled(worker, cron, tick).await;
+        if let Err(e) = self
+            .stores
+            .crons
+            .finish_tick(worker, cron, tick, &outcome)
+            .await
+        {
+            tracing::warn!(worker, cron, "cannot record a cron run: {e}");
+        }
+        Ok(Some(CronRun {
+            cron: cron.to_string(),
+            tick,
+            node: self.node_id.clone(),
+            status: Some(outcome.status),
+            wall_ms: Some(outcome.wall_ms),
+            error: outcome.error,
+        }))
+    }
+
+    /// Calls `worker`'s scheduled handler: a `POST` to [`SCHEDULED_PATH`]
+    /// with the schedule and the tick in the query, through the same path
+    /// as any request (limits, request log, metrics, tail).
+    async fn invoke_scheduled(&self, worker: &str, cron: &str, tick: u64) -> RunOutcome {
+        let failed = |error: String| RunOutcome {
+            status: 503,
+            wall_ms: 0,
+            error: Some(error),
+        };
+        let Some(live) = self.registry.get(worker) else {
+            return failed(format!("worker `{worker}` is not served on this node"));
+        };
+        let request = http::Request::post(format!(
+            "{SCHEDULED_PATH}?cron={}&time={tick}",
+            query_escape(cron)
+        ))
+        .header(
+            http::header::HOST,
+            format!("{worker}.{}", self.config.domain),
+        )
+        .body(Bytes::new());
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => return failed(format!("cannot make the scheduled request: {e}")),
+        };
+        let started = Instant::now();
+        let response = live.stable.clone().handle_bytes(request).await;
+        let status = response.status().as_u16();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let error = (status >= 400).then(|| {
+            let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+            text.trim().to_string()
+        });
+        RunOutcome {
+            status,
+            wall_ms: started.elapsed().as_millis() as u64,
+            error,
+        }
+    }
+
+    /// Runs one of `worker`'s schedules now, as a tick would (the admin
+    /// API's manual run): `cron` may be left out when it has one.
+    pub async fn run_schedule_now(
+        &self,
+        worker: &str,
+        cron: Option<&str>,
+    ) -> Result<CronRun, NodeError> {
+        let live = self
+            .registry
+            .get(worker)
+            .ok_or_else(|| NodeError::NotFound(format!("no worker named `{worker}`")))?;
+        let schedules: Vec<&str> = live.crons.iter().map(|c| c.as_str()).collect();
+        let cron = match cron {
+            Some(cron) => {
+                let cron = cron.split_whitespace().collect::<Vec<_>>().join(" ");
+                if !schedules.contains(&cron.as_str()) {
+                    return Err(NodeError::Invalid {
+                        message: format!("worker `{worker}` has no schedule `{cron}`"),
+                        help: format!(
+                            "its schedules: {schedules:?} ([triggers] crons in verge.toml)"
+                        ),
+                    });
+                }
+                cron
+            }
+            None => match schedules.as_slice() {
+                [one] => one.to_string(),
+                _ => {
+                    return Err(NodeError::Invalid {
+                        message: format!(
+                            "worker `{worker}` has {} schedules; say which to run",
+                            schedules.len()
+                        ),
+                        help: format!(
+                            "send {{\"cron\": \"...\"}}, one of {schedules:?}; schedules are \
+                             [triggers] crons in verge.toml"
+                        ),
+                    });
+                }
+            },
+        };
+        self.run_tick(worker, &cron, now_ms())
+            .await?
+            .ok_or_else(|| NodeError::Conflict("another run took this millisecond; retry".into()))
+    }
+
+    /// A worker's schedules with their next ticks, and its latest runs.
+    pub async fn schedules(
+        &self,
+        worker: &str,
+    ) -> Result<(Vec<(String, Option<u64>)>, Vec<CronRun>), NodeError> {
+        let live = self
+            .registry
+            .get(worker)
+            .ok_or_else(|| NodeError::NotFound(format!("no worker named `{worker}`")))?;
+        let now = now_ms();
+        let crons = live
+            .crons
+            .iter()
+            .map(|c| (c.as_str().to_string(), c.next_after(now)))
+            .collect();
+        let runs = self.stores.crons.cron_runs(worker, 50).await?;
+        Ok((crons, runs))
     }
 
     /// Whether the store answers: `Err` with why when it does not (the
@@ -671,6 +912,7 @@ impl Node {
         Ok(Live::new(
             deployment.clone(),
             manifest.routes,
+            manifest.crons,
             stable,
             canary,
         ))

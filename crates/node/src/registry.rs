@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use http::Request;
 use verge_deploy::Deployment;
-use verge_manifest::RoutePattern;
+use verge_manifest::{RoutePattern, Schedule};
 use verge_runtime::Worker;
 use verge_runtime::server::Dispatch;
 
@@ -19,6 +19,8 @@ use verge_runtime::server::Dispatch;
 pub struct Live {
     pub deployment: Deployment,
     pub routes: Vec<RoutePattern>,
+    /// The stable version's cron triggers.
+    pub crons: Vec<Schedule>,
     pub stable: Arc<Worker>,
     /// The version in gradual rollout and its percentage.
     pub canary: Option<(Arc<Worker>, u8)>,
@@ -29,12 +31,14 @@ impl Live {
     pub fn new(
         deployment: Deployment,
         routes: Vec<RoutePattern>,
+        crons: Vec<Schedule>,
         stable: Arc<Worker>,
         canary: Option<(Arc<Worker>, u8)>,
     ) -> Live {
         Live {
             deployment,
             routes,
+            crons,
             stable,
             canary,
             counter: AtomicU64::new(0),
@@ -210,8 +214,25 @@ pub fn request_host<B>(request: &Request<B>) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Where a node sends its scheduled runs. Clients cannot reach it, except
+/// on `verge dev`'s node, where firing a trigger by hand is the point.
+pub const SCHEDULED_PATH: &str = "/.well-known/verge/scheduled";
+
 impl Dispatch for Registry {
     fn route(&self, request: &Request<hyper::body::Incoming>) -> Result<Arc<Worker>, String> {
+        let path = request.uri().path();
+        if path.starts_with("/.well-known/verge/")
+            && self
+                .fallback
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+        {
+            return Err(format!(
+                "{path} is reserved for the node's own cron triggers; \
+                 run one by hand with `verge cron run` (the admin API's POST /v1/workers/NAME/schedules/run)"
+            ));
+        }
         let host = request_host(request);
         let live = self.find(&host, request.uri().path())?;
         Ok(live.pick().clone())

@@ -37,6 +37,7 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
             Ok(Stores {
                 deploys: Arc::new(control.clone()),
                 secrets: Arc::new(control.clone()),
+                crons: Arc::new(control.clone()),
                 changes: Arc::new(control),
                 kv: Arc::new(kv),
                 kv_cache: None,
@@ -74,6 +75,7 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
             Ok(Stores {
                 deploys: Arc::new(control.clone()),
                 secrets: Arc::new(control.clone()),
+                crons: Arc::new(control.clone()),
                 changes: Arc::new(control),
                 kv,
                 kv_cache,

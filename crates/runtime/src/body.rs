@@ -19,14 +19,25 @@ use crate::log::Termination;
 /// once more than `limit` bytes arrive, and raises `exceeded` so the node
 /// answers 413 whatever the guest does with the error.
 pub(crate) struct LimitedIncoming {
-    inner: Incoming,
+    inner: RequestBody,
     remaining: u64,
     limit: u64,
     exceeded: Arc<AtomicBool>,
 }
 
+/// Where a request body comes from: a client's connection, or the node
+/// itself (a scheduled run), whole.
+pub(crate) enum RequestBody {
+    Incoming(Incoming),
+    Whole(Option<Bytes>),
+}
+
 impl LimitedIncoming {
-    pub(crate) fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> LimitedIncoming {
+    pub(crate) fn new(
+        inner: RequestBody,
+        limit: u64,
+        exceeded: Arc<AtomicBool>,
+    ) -> LimitedIncoming {
         LimitedIncoming {
             inner,
             remaining: limit,
@@ -47,8 +58,15 @@ impl Body for LimitedIncoming {
         if self.exceeded.load(Ordering::Relaxed) {
             return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
         }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+        let polled = match &mut self.inner {
+            RequestBody::Incoming(incoming) => match Pin::new(incoming).poll_frame(cx) {
+                Poll::Ready(polled) => polled.map(|frame| frame.map_err(HttpError::from)),
+                Poll::Pending => return Poll::Pending,
+            },
+            RequestBody::Whole(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+        };
+        match polled {
+            Some(Ok(frame)) => {
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);
                 if len > self.remaining {
                     self.exceeded.store(true, Ordering::Relaxed);
@@ -59,18 +77,25 @@ impl Body for LimitedIncoming {
                 self.remaining -= len;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            RequestBody::Incoming(incoming) => incoming.is_end_stream(),
+            RequestBody::Whole(bytes) => bytes.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            RequestBody::Incoming(incoming) => incoming.size_hint(),
+            RequestBody::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 

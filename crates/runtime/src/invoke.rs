@@ -29,7 +29,7 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::body::{GuestBody, LimitedIncoming, ResponseBody};
+use crate::body::{GuestBody, LimitedIncoming, RequestBody, ResponseBody};
 use crate::cpu::{CpuMeter, Metered};
 use crate::guest_log::GuestLog;
 use crate::kv::{KvContext, KvStats};
@@ -300,6 +300,18 @@ impl Worker {
     /// the worker allows it), enforcing every limit. Never fails: every
     /// problem becomes a response with a status naming it and a request id.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
+        self.serve(request.map(RequestBody::Incoming)).await
+    }
+
+    /// Serves a request the node makes itself (a scheduled run), with its
+    /// body whole, exactly as [`Worker::handle`] serves a client's: the same
+    /// limits, log line, metrics and tail event.
+    pub async fn handle_bytes(self: Arc<Self>, request: Request<Bytes>) -> Response<ResponseBody> {
+        self.serve(request.map(|body| RequestBody::Whole(Some(body))))
+            .await
+    }
+
+    async fn serve(self: Arc<Self>, request: Request<RequestBody>) -> Response<ResponseBody> {
         let started = Instant::now();
         let meter = Arc::new(CpuMeter::new(self.limits.cpu));
         let mut record = Record {

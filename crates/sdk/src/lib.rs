@@ -67,6 +67,7 @@ pub mod kv;
 #[doc(hidden)]
 pub mod log;
 mod router;
+mod scheduled;
 
 mod bindings {
     wit_bindgen::generate!({
@@ -85,6 +86,7 @@ pub use http;
 pub use json::{RequestExt, json};
 pub use kv::{Kv, KvError};
 pub use router::{Params, Router};
+pub use scheduled::{SCHEDULED_PATH, ScheduledEvent};
 pub use verge_sdk_macros::handler;
 
 /// A request as a handler sees it, its body read whole.

@@ -15,6 +15,7 @@ use http::header::{ALLOW, HeaderValue};
 use http::{Method, StatusCode};
 
 use crate::error::Error;
+use crate::scheduled::{SCHEDULED_PATH, ScheduledEvent};
 use crate::{Request, Response};
 
 /// Parameters captured from the path, by name.
@@ -170,6 +171,26 @@ impl<S: Clone + 'static> Router<S> {
         self.on(Method::DELETE, pattern, handler)
     }
 
+    /// Routes the node's scheduled runs (cron triggers) to `handler`, which
+    /// gets the tick; a run that returns `Ok` answers 204.
+    pub fn scheduled<F, Fut>(self, handler: F) -> Self
+    where
+        F: Fn(ScheduledEvent, S) -> Fut + 'static,
+        Fut: Future<Output = Result<(), Error>> + 'static,
+    {
+        let handler = std::rc::Rc::new(handler);
+        self.on(Method::POST, SCHEDULED_PATH, move |req, _, state| {
+            let handler = handler.clone();
+            async move {
+                let event = ScheduledEvent::from_request(&req)?;
+                handler(event, state).await?;
+                let mut response = Response::new(Bytes::new());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                Ok(response)
+            }
+        })
+    }
+
     /// Routes `request`; every outcome, handler errors included, is a
     /// response.
     pub async fn handle(&self, request: Request, state: S) -> Response {
@@ -306,5 +327,40 @@ mod tests {
             text(&response),
             r#"{"error":{"code":"bad_request","message":"nope"}}"#
         );
+    }
+
+    #[test]
+    fn scheduled_runs_reach_the_scheduled_handler() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let seen: Rc<RefCell<Vec<ScheduledEvent>>> = Rc::default();
+        let router =
+            Router::new().scheduled(|event, seen: Rc<RefCell<Vec<ScheduledEvent>>>| async move {
+                if event.cron == "0 0 * * *" {
+                    return Err(Error::internal("midnight fails"));
+                }
+                seen.borrow_mut().push(event);
+                Ok(())
+            });
+        let run = |uri: &str| {
+            let request = http::Request::post(uri).body(Bytes::new()).unwrap();
+            block_on(router.handle(request, seen.clone())).status()
+        };
+        assert_eq!(
+            run("/.well-known/verge/scheduled?cron=*/5+*+*+*+*&time=42"),
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            seen.borrow().as_slice(),
+            [ScheduledEvent {
+                cron: "*/5 * * * *".into(),
+                scheduled_time: 42
+            }]
+        );
+        assert_eq!(
+            run("/.well-known/verge/scheduled?cron=0+0+*+*+*"),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(run("/.well-known/verge/scheduled"), StatusCode::BAD_REQUEST);
     }
 }

@@ -1,11 +1,13 @@
 //! The control plane's records in PostgreSQL: versions, deployments,
-//! component blobs and secrets, beside the KV tables in the same schema.
+//! component blobs, secrets, cron runs and the change log, beside the KV
+//! tables in the same schema.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use verge_deploy::{
-    Canary, Change, ChangeFeed, DeployStore, Deployment, SecretStore, StoreError, Subject, Version,
+    CRON_RUNS_KEPT_MS, Canary, Change, ChangeFeed, CronRun, CronStore, DeployStore, Deployment,
+    RunOutcome, SecretStore, StoreError, Subject, Version,
 };
 
 /// Versions, deployments, components and secrets in PostgreSQL. Made by
@@ -236,7 +238,7 @@ impl DeployStore for PgControl {
             .await
             .map_err(unavailable)?
             == 1;
-        for table in ["versions", "secrets"] {
+        for table in ["versions", "secrets", "cron_runs"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE worker = $1"),
                 &[&worker],
@@ -312,6 +314,93 @@ impl SecretStore for PgControl {
             .await
             .map_err(unavailable)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+#[async_trait]
+impl CronStore for PgControl {
+    async fn claim_tick(
+        &self,
+        worker: &str,
+        cron: &str,
+        tick: u64,
+        node: &str,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        // The primary key decides: one insert per tick succeeds.
+        let claimed = client
+            .execute(
+                "INSERT INTO cron_runs (worker, cron, tick, node) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&worker, &cron, &(tick as i64), &node],
+            )
+            .await
+            .map_err(unavailable)?
+            == 1;
+        if claimed {
+            client
+                .execute(
+                    "DELETE FROM cron_runs WHERE worker = $1 AND cron = $2 AND tick < $3",
+                    &[
+                        &worker,
+                        &cron,
+                        &(tick.saturating_sub(CRON_RUNS_KEPT_MS) as i64),
+                    ],
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(claimed)
+    }
+
+    async fn finish_tick(
+        &self,
+        worker: &str,
+        cron: &str,
+        tick: u64,
+        outcome: &RunOutcome,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE cron_runs SET status = $4, wall_ms = $5, error = $6
+                 WHERE worker = $1 AND cron = $2 AND tick = $3",
+                &[
+                    &worker,
+                    &cron,
+                    &(tick as i64),
+                    &i32::from(outcome.status),
+                    &(outcome.wall_ms as i64),
+                    &outcome.error,
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn cron_runs(&self, worker: &str, limit: u32) -> Result<Vec<CronRun>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT cron, tick, node, status, wall_ms, error FROM cron_runs
+                 WHERE worker = $1 ORDER BY tick DESC, cron LIMIT $2",
+                &[&worker, &i64::from(limit)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| CronRun {
+                cron: row.get(0),
+                tick: row.get::<_, i64>(1) as u64,
+                node: row.get(2),
+                status: row.get::<_, Option<i32>>(3).map(|s| s as u16),
+                wall_ms: row.get::<_, Option<i64>>(4).map(|n| n as u64),
+                error: row.get(5),
+            })
+            .collect())
     }
 }
 

@@ -70,6 +70,18 @@ ALTER TABLE changes ALTER COLUMN worker DROP NOT NULL;
 ALTER TABLE changes ADD COLUMN namespace TEXT, ADD COLUMN key BYTEA;
 CREATE INDEX changes_at ON changes (at);
 ",
+    "
+CREATE TABLE cron_runs (
+    worker  TEXT NOT NULL,
+    cron    TEXT NOT NULL,
+    tick    BIGINT NOT NULL,
+    node    TEXT NOT NULL,
+    status  INTEGER,
+    wall_ms BIGINT,
+    error   TEXT,
+    PRIMARY KEY (worker, cron, tick)
+);
+",
 ];
 
 /// Creates `schema` and brings its tables to the newest version. Nodes

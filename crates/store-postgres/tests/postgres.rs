@@ -179,6 +179,34 @@ fn large_values_round_trip_and_connecting_again_keeps_the_data() {
 }
 
 #[test]
+fn cron_runs_conform_and_each_tick_is_claimed_once_across_nodes() {
+    use verge_deploy::CronStore;
+    with_store(|store, schema| async move {
+        verge_deploy::conformance::cron_store(&store.control()).await;
+        // Eight nodes race for each of twenty ticks: one wins every time.
+        let mut nodes = Vec::new();
+        for _ in 0..8 {
+            nodes.push(PgStore::connect(&url(), &schema).await.unwrap().control());
+        }
+        for tick in 0..20u64 {
+            let claims = nodes.iter().enumerate().map(|(n, node)| {
+                let name = format!("node-{n}");
+                async move {
+                    node.claim_tick("race", "* * * * * *", tick * 1000, &name)
+                        .await
+                }
+            });
+            let won = futures_util::future::join_all(claims)
+                .await
+                .into_iter()
+                .filter(|claimed| *claimed.as_ref().unwrap())
+                .count();
+            assert_eq!(won, 1, "tick {tick}");
+        }
+    });
+}
+
+#[test]
 fn a_bad_schema_name_or_an_unreachable_server_is_a_clear_error() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use verge_deploy::{
-    Canary, Change, ChangeFeed, DeployStore, Deployment, SecretStore, StoreError, Version,
+    CRON_RUNS_KEPT_MS, Canary, Change, ChangeFeed, CronRun, CronStore, DeployStore, Deployment,
+    RunOutcome, SecretStore, StoreError, Version,
 };
 
 const SCHEMA: &str = "
@@ -45,6 +46,16 @@ CREATE TABLE IF NOT EXISTS secrets (
     name   TEXT NOT NULL,
     value  TEXT NOT NULL,
     PRIMARY KEY (worker, name)
+);
+CREATE TABLE IF NOT EXISTS cron_runs (
+    worker  TEXT NOT NULL,
+    cron    TEXT NOT NULL,
+    tick    INTEGER NOT NULL,
+    node    TEXT NOT NULL,
+    status  INTEGER,
+    wall_ms INTEGER,
+    error   TEXT,
+    PRIMARY KEY (worker, cron, tick)
 );
 ";
 
@@ -256,6 +267,7 @@ impl DeployStore for SqliteControl {
             let existed = tx.execute("DELETE FROM deployments WHERE worker = ?1", [&worker])? == 1;
             tx.execute("DELETE FROM versions WHERE worker = ?1", [&worker])?;
             tx.execute("DELETE FROM secrets WHERE worker = ?1", [&worker])?;
+            tx.execute("DELETE FROM cron_runs WHERE worker = ?1", [&worker])?;
             tx.execute(DROP_UNUSED_COMPONENTS, [])?;
             tx.commit()?;
             Ok(existed)
@@ -315,6 +327,83 @@ impl SecretStore for SqliteControl {
     }
 }
 
+#[async_trait]
+impl CronStore for SqliteControl {
+    async fn claim_tick(
+        &self,
+        worker: &str,
+        cron: &str,
+        tick: u64,
+        node: &str,
+    ) -> Result<bool, StoreError> {
+        let (worker, cron, node) = (worker.to_string(), cron.to_string(), node.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let claimed = tx.execute(
+                "INSERT INTO cron_runs (worker, cron, tick, node) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                params![worker, cron, tick as i64, node],
+            )? == 1;
+            tx.execute(
+                "DELETE FROM cron_runs WHERE worker = ?1 AND cron = ?2 AND tick < ?3",
+                params![worker, cron, tick.saturating_sub(CRON_RUNS_KEPT_MS) as i64],
+            )?;
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_tick(
+        &self,
+        worker: &str,
+        cron: &str,
+        tick: u64,
+        outcome: &RunOutcome,
+    ) -> Result<(), StoreError> {
+        let (worker, cron, outcome) = (worker.to_string(), cron.to_string(), outcome.clone());
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE cron_runs SET status = ?4, wall_ms = ?5, error = ?6
+                 WHERE worker = ?1 AND cron = ?2 AND tick = ?3",
+                params![
+                    worker,
+                    cron,
+                    tick as i64,
+                    outcome.status,
+                    outcome.wall_ms as i64,
+                    outcome.error
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn cron_runs(&self, worker: &str, limit: u32) -> Result<Vec<CronRun>, StoreError> {
+        let worker = worker.to_string();
+        self.call(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT cron, tick, node, status, wall_ms, error FROM cron_runs
+                 WHERE worker = ?1 ORDER BY tick DESC, cron LIMIT ?2",
+            )?;
+            statement
+                .query_map(params![worker, limit], |row| {
+                    Ok(CronRun {
+                        cron: row.get(0)?,
+                        tick: row.get::<_, i64>(1)? as u64,
+                        node: row.get(2)?,
+                        status: row.get(3)?,
+                        wall_ms: row.get::<_, Option<i64>>(4)?.map(|n| n as u64),
+                        error: row.get(5)?,
+                    })
+                })?
+                .collect()
+        })
+        .await
+    }
+}
+
 /// A SQLite file serves one node, which makes every change itself: there is
 /// nothing to replay.
 #[async_trait]
@@ -339,6 +428,13 @@ mod tests {
         let store = SqliteControl::open(&dir.path().join("control.db")).unwrap();
         conformance::deploy_store(&store).await;
         conformance::secret_store(&store).await;
+    }
+
+    #[tokio::test]
+    async fn cron_runs_conform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteControl::open(&dir.path().join("control.db")).unwrap();
+        conformance::cron_store(&store).await;
     }
 
     #[tokio::test]

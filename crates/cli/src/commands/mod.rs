@@ -1,4 +1,5 @@
 pub mod build;
+pub mod cron;
 pub mod deploy;
 pub mod dev;
 pub mod kv;

@@ -80,6 +80,8 @@ routes! {
         get "/v1/workers/{name}/versions" => workers::versions,
         post "/v1/workers/{name}/versions" => workers::deploy,
         post "/v1/workers/{name}/rollback" => workers::rollback,
+        get "/v1/workers/{name}/schedules" => workers::schedules,
+        post "/v1/workers/{name}/schedules/run" => workers::run_schedule,
         get "/v1/workers/{name}/tail" => observe::tail,
         get "/v1/workers/{name}/secrets" => secrets::list,
         put "/v1/workers/{name}/secrets/{secret}" => secrets::put,

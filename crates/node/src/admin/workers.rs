@@ -148,6 +148,46 @@ pub async fn rollback(
     })))
 }
 
+/// `GET /v1/workers/{name}/schedules`: the cron schedules with their next
+/// ticks, and the latest runs.
+pub async fn schedules(
+    State(state): State<Arc<AdminState>>,
+    Path(worker): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (crons, runs) = state.node.schedules(&worker).await?;
+    let schedules: Vec<Value> = crons
+        .into_iter()
+        .map(|(cron, next)| json!({ "cron": cron, "next": next }))
+        .collect();
+    Ok(Json(json!({ "schedules": schedules, "runs": runs })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    #[serde(default)]
+    cron: Option<String>,
+}
+
+/// `POST /v1/workers/{name}/schedules/run`: runs the scheduled handler now.
+pub async fn run_schedule(
+    State(state): State<Arc<AdminState>>,
+    Path(worker): Path<String>,
+    ApiJson(body): ApiJson<RunBody>,
+) -> Result<Json<Value>, ApiError> {
+    let run = state
+        .node
+        .run_schedule_now(&worker, body.cron.as_deref())
+        .await?;
+    tracing::info!(
+        worker,
+        cron = run.cron,
+        status = run.status,
+        "ran a schedule by hand"
+    );
+    Ok(Json(json!({ "run": run })))
+}
+
 fn not_deployed(worker: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -86,6 +86,15 @@ impl Guest for KvFixture {
                 Ok(existed) => respond(out, 200, &[], existed.to_string().as_bytes()),
                 Err(e) => respond(out, 400, &[], format!("error: {e:?}").as_bytes()),
             },
+            // A cron tick: counts runs per tick, so tests can see each ran
+            // once.
+            "/.well-known/verge/scheduled" => {
+                let time = arg("time").unwrap_or_default();
+                match bucket.increment(format!("tick:{time}").as_bytes(), 1) {
+                    Ok(n) => respond(out, 200, &[], n.to_string().as_bytes()),
+                    Err(e) => respond(out, 400, &[], format!("error: {e:?}").as_bytes()),
+                }
+            }
             "/incr" => {
                 let by = arg("by").and_then(|b| b.parse().ok()).unwrap_or(1);
                 match bucket.increment(&key, by) {
