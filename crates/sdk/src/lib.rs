@@ -10,6 +10,7 @@
 //! works on bad input, KV and fetch failures alike. [`Env`] reaches the
 //! worker's KV namespaces ([`Env::kv`]), variables and secrets; [`fetch`]
 //! sends outbound requests; [`info!`] and friends write to the request log.
+//! [`Router::scheduled`] takes the worker's cron triggers ([`ScheduledEvent`]).
 //!
 //! ```no_run
 //! use verge_sdk::{Env, Error, Params, Request, RequestExt, Response, Router, json};

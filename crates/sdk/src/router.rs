@@ -173,6 +173,17 @@ impl<S: Clone + 'static> Router<S> {
 
     /// Routes the node's scheduled runs (cron triggers) to `handler`, which
     /// gets the tick; a run that returns `Ok` answers 204.
+    ///
+    /// ```no_run
+    /// use verge_sdk::{Env, Router, ScheduledEvent};
+    ///
+    /// let router: Router<Env> = Router::new().scheduled(|event: ScheduledEvent, env: Env| async move {
+    ///     env.kv("STATS")?
+    ///         .put("last-run", event.scheduled_time.to_string())
+    ///         .execute()?;
+    ///     Ok(())
+    /// });
+    /// ```
     pub fn scheduled<F, Fut>(self, handler: F) -> Self
     where
         F: Fn(ScheduledEvent, S) -> Fut + 'static,
