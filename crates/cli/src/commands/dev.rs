@@ -169,6 +169,13 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             manifest.name,
             out.bold(&format!("http://{address}"))
         );
+        for cron in &manifest.crons {
+            eprintln!(
+                "Cron trigger `{cron}` (UTC); fire it now with: curl -X POST \
+                 'http://{address}/.well-known/verge/scheduled?cron={}'",
+                cron.as_str().replace(' ', "+")
+            );
+        }
         let options = ServeOptions {
             drain_timeout: node.config.drain_timeout,
             ..Default::default()
