@@ -29,6 +29,7 @@ fn main() {
         "cargo:rerun-if-changed={}",
         manifest_dir.join("../wit/wit").display()
     );
+    add_wasm_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args([
@@ -73,6 +74,24 @@ fn main() {
         ));
     }
     std::fs::write(out_dir.join("guests.rs"), code).unwrap();
+}
+
+/// rustup adds the targets rust-toolchain.toml lists only when it installs
+/// the toolchain; on a machine that had the toolchain already, the first
+/// `cargo test` adds wasm32-wasip2 here instead of failing.
+fn add_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return;
+    };
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let installed = sysroot.join("lib/rustlib/wasm32-wasip2").is_dir();
+    if !installed && !sysroot.as_os_str().is_empty() {
+        println!("cargo:warning=adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+        let _ = Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .status();
+    }
 }
 
 fn path_str(path: &Path) -> &str {

@@ -39,6 +39,33 @@ pub fn build(manifest: &Manifest, skip_build: bool) -> anyhow::Result<Built> {
     Ok(Built { path, bytes })
 }
 
+/// Adds the Rust `target` a build asks for when the toolchain that builds
+/// in `dir` lacks it and rustup manages it: rustup installs the targets a
+/// rust-toolchain.toml lists only with a toolchain it installs, not into
+/// one already there, and a first build should not stop at that.
+fn ensure_target(dir: &Path, target: &str) {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(dir)
+        .output();
+    let Ok(sysroot) = sysroot else { return };
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.as_os_str().is_empty() || sysroot.join("lib/rustlib").join(target).is_dir() {
+        return;
+    }
+    eprintln!("Installing the Rust target {target} (rustup target add {target})");
+    let added = Command::new("rustup")
+        .args(["target", "add", target])
+        .current_dir(dir)
+        .status();
+    if !added.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "{} could not add the target; run `rustup target add {target}` yourself",
+            Style::stderr().yellow("warning:")
+        );
+    }
+}
+
 fn is_cargo(command: &[String]) -> bool {
     command.first().is_some_and(|c| c == "cargo")
 }
@@ -62,9 +89,20 @@ fn run_build(
         eprintln!("Building {} ({shown})", manifest.name);
     }
 
+    let cargo = is_cargo(command);
+    if cargo {
+        let target = command
+            .iter()
+            .skip_while(|a| *a != "--target")
+            .nth(1)
+            .map(String::as_str)
+            .or_else(|| command.iter().find_map(|a| a.strip_prefix("--target=")));
+        if let Some(target) = target {
+            progress.suspend(|| ensure_target(&manifest.dir, target));
+        }
+    }
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]).current_dir(&manifest.dir);
-    let cargo = is_cargo(command);
     if cargo {
         cmd.arg("--message-format=json-render-diagnostics");
     }
