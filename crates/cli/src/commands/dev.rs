@@ -84,6 +84,16 @@ pub struct DevArgs {
     /// Highest number of outbound requests per request a manifest may ask for.
     #[arg(long, default_value_t = 1000)]
     max_subrequests: u32,
+
+    /// Keep the worker and its KV in PostgreSQL (`postgres://user@host/db`)
+    /// instead of SQLite files under `.verge/` [default: sqlite].
+    #[arg(long, env = "VERGE_DEV_STORE")]
+    store: Option<String>,
+
+    /// The PostgreSQL schema `--store` uses; give the dev worker one of its
+    /// own, apart from the nodes' (`verge`) [default: verge_dev].
+    #[arg(long, default_value = "verge_dev")]
+    store_schema: String,
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -93,13 +103,26 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| manifest.dir.join(".verge"));
+    let store = match args.store.as_deref() {
+        None | Some("sqlite") => StoreConfig::Sqlite,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            StoreConfig::Postgres {
+                url: url.to_string(),
+                schema: args.store_schema.clone(),
+            }
+        }
+        Some(other) => anyhow::bail!(
+            "--store is {other:?}: use `sqlite` (the default) or a postgres://user@host/db URL"
+        ),
+    };
+    let shared = matches!(store, StoreConfig::Postgres { .. });
     // The node `verge serve` runs, with one worker that answers at any
     // host, deployed from the build on every save.
     let config = NodeConfig {
         listen: args.listen,
         admin_listen: args.listen,
         data_dir,
-        store: StoreConfig::Sqlite,
+        store,
         domain: "localhost".into(),
         admin_tokens: Vec::new(),
         ceilings: Limits {
@@ -114,8 +137,10 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         pooling: !args.no_pooling,
         error_detail: !args.no_error_detail,
-        kv_cache: 0,
-        store_listen: false,
+        // A database may be shared with other processes: the same cache
+        // and change feed as a node's.
+        kv_cache: if shared { 64 << 20 } else { 0 },
+        store_listen: shared,
     };
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -124,10 +149,13 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio.block_on(async move {
         let stores = verge_node::open_stores(&config).await?;
         // Workers of earlier sessions under other names would only hold
-        // routes and memory.
-        for old in stores.deploys.deployments().await? {
-            if old.worker != manifest.name {
-                stores.deploys.delete_worker(&old.worker).await?;
+        // routes and memory; in a database others may use, they are left
+        // alone.
+        if !shared {
+            for old in stores.deploys.deployments().await? {
+                if old.worker != manifest.name {
+                    stores.deploys.delete_worker(&old.worker).await?;
+                }
             }
         }
         let log = Arc::new(DevLog {
