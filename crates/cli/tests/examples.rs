@@ -75,7 +75,7 @@ fn the_examples_behave_the_same_on_postgresql() {
 }
 
 fn todo_api_crud(dev: &Dev) {
-    let created = post_json(&dev, "/todos", &json!({"title": "  buy milk "}));
+    let created = post_json(dev, "/todos", &json!({"title": "  buy milk "}));
     assert_eq!(created.status, 201, "{}", created.text());
     assert_eq!(created.header("location"), Some("/todos/1"));
     let etag1 = created.header("etag").expect("etag").to_string();
@@ -164,7 +164,7 @@ fn todo_api_crud(dev: &Dev) {
         assert!(message.contains(says), "{sent}: {message}");
     }
     let long = "x".repeat(201);
-    let reply = post_json(&dev, "/todos", &json!({ "title": long }));
+    let reply = post_json(dev, "/todos", &json!({ "title": long }));
     assert_eq!(reply.status, 400);
 
     // Unknown ids and routes are 404s, a method a route lacks a 405.
@@ -196,7 +196,7 @@ fn todo_api_crud(dev: &Dev) {
 
 fn todo_api_pages(dev: &Dev) {
     for n in 1..=25 {
-        let reply = post_json(&dev, "/todos", &json!({ "title": format!("todo {n}") }));
+        let reply = post_json(dev, "/todos", &json!({ "title": format!("todo {n}") }));
         assert_eq!(reply.status, 201);
     }
     let mut seen = Vec::new();
@@ -379,7 +379,7 @@ fn a_missing_binding_or_secret_names_what_to_add() {
 /// also reads with `verge kv` to see the link's expiration.
 fn shortener(dev: &Dev, local: bool) {
     let created = post_json(
-        &dev,
+        dev,
         "/links",
         &json!({"url": "https://example.com/docs?page=2", "ttl": 3600}),
     );
@@ -436,13 +436,13 @@ fn shortener(dev: &Dev, local: bool) {
     }
 
     let custom = post_json(
-        &dev,
+        dev,
         "/links",
         &json!({"url": "http://example.org/", "slug": "docs"}),
     );
     assert_eq!(custom.status, 201);
     let taken = post_json(
-        &dev,
+        dev,
         "/links",
         &json!({"url": "http://example.org/2", "slug": "docs"}),
     );
@@ -454,7 +454,7 @@ fn shortener(dev: &Dev, local: bool) {
         json!({"url": "https://example.com/", "ttl": 10}),
         json!({"url": "https://example.com/", "slug": "a b"}),
     ] {
-        let reply = post_json(&dev, "/links", &bad);
+        let reply = post_json(dev, "/links", &bad);
         assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
     }
 
