@@ -1297,9 +1297,17 @@ fn three_nodes_run_each_cron_tick_exactly_once() {
     });
     assert!(logged, "a scheduled run in some node's request log");
 
-    // Run by hand through the CLI; it shows in the runs too.
+    // Run by hand through the CLI, on the node whose tail is watched: the
+    // run is a request in the tail like any other.
+    let tail = Tail::start(
+        &nodes[2],
+        &["--name", "store", "--path", "/.well-known/verge/scheduled"],
+    );
     let ran = succeed(nodes[2].cli().args(["cron", "run", "--name", "store"]));
     assert!(ran.contains("Ran store's `* * * * * *`"), "{ran}");
+    let events = tail.events(1);
+    assert_eq!(events[0]["method"], "POST", "{events:?}");
+    assert_eq!(events[0]["status"], 200, "{events:?}");
     let listing = succeed(nodes[0].cli().args(["cron", "list", "--name", "store"]));
     assert!(
         listing.contains("* * * * * *") && listing.contains("200"),
