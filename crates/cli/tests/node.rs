@@ -918,6 +918,25 @@ fn without_listen_nodes_follow_the_change_log_by_reading_it() {
     kv_writes_reach_the_other_nodes_cache(&b, &a);
 }
 
+/// `verge secret put API_KEY` for worker `app` through `node`, the value on
+/// stdin as an operator would pipe it.
+fn put_api_key(node: &Node, value: &str) {
+    use std::io::Write;
+    let mut put = node
+        .cli()
+        .args(["secret", "put", "API_KEY", "--name", "app"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+}
+
 #[test]
 fn deploys_rollbacks_secrets_and_deletes_through_one_node_reach_the_others() {
     let schema = PgSchema::new();
@@ -943,15 +962,7 @@ fn deploys_rollbacks_secrets_and_deletes_through_one_node_reach_the_others() {
     succeed(a.cli().args(["rollback", "--name", "app"]));
     eventually("the rollback reaching b", || version_of(&b, "app") == "one");
 
-    let mut put = b
-        .cli()
-        .args(["secret", "put", "API_KEY", "--name", "app"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    put.stdin.take().unwrap().write_all(b"from-b").unwrap();
-    assert!(put.wait().unwrap().success());
+    put_api_key(&b, "from-b");
     eventually("the secret set on b reaching a's guests", || {
         a.get("app.localhost", "/env?name=API_KEY").text() == "from-b"
     });
@@ -1178,19 +1189,7 @@ fn a_node_killed_during_traffic_comes_back_with_what_changed_meanwhile() {
         "[vars]\nVERSION = \"two\"\n",
     );
     deploy(&a, project.path(), &[]);
-    let mut put = c
-        .cli()
-        .args(["secret", "put", "API_KEY", "--name", "app"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(b"while-b-was-down")
-        .unwrap();
-    assert!(put.wait().unwrap().success());
+    put_api_key(&c, "while-b-was-down");
     assert_eq!(
         a.get("store.localhost", "/put?key=late&bytes=4").status,
         200

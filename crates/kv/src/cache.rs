@@ -52,6 +52,19 @@ struct State {
     epoch: u64,
 }
 
+impl State {
+    /// Drops `keys` and moves the epoch on, so that fills which started
+    /// before are not kept.
+    fn forget(&mut self, keys: impl IntoIterator<Item = Vec<u8>>) {
+        self.epoch += 1;
+        for key in keys {
+            if let Some(gone) = self.lru.remove(&key) {
+                self.bytes -= gone.cost;
+            }
+        }
+    }
+}
+
 /// Counters for the node's metrics.
 #[derive(Debug, Default)]
 pub struct CacheStats {
@@ -121,28 +134,19 @@ impl CachedStore {
 
     /// Drops what is cached for `key` in `namespace`: it changed.
     pub fn invalidate(&self, namespace: &str, key: &[u8]) {
-        let mut state = self.lock();
-        state.epoch += 1;
-        if let Some(gone) = state.lru.remove(&cache_key(namespace, key)) {
-            state.bytes -= gone.cost;
-        }
+        self.lock().forget([cache_key(namespace, key)]);
     }
 
     /// Drops everything cached for `namespace`: it was deleted.
     pub fn invalidate_namespace(&self, namespace: &str) {
         let mut state = self.lock();
-        state.epoch += 1;
         let keys: Vec<Vec<u8>> = state
             .lru
             .iter()
             .filter(|(k, _)| in_namespace(k, namespace))
             .map(|(k, _)| k.clone())
             .collect();
-        for key in keys {
-            if let Some(gone) = state.lru.remove(&key) {
-                state.bytes -= gone.cost;
-            }
-        }
+        state.forget(keys);
     }
 
     /// Drops everything: changes may have been missed.
@@ -276,14 +280,8 @@ impl KvStore for CachedStore {
         let result = self.inner.write(namespace, ops, now).await;
         // Whatever the outcome (a failure may still have committed), the
         // next read of these keys asks the store.
-        let mut state = self.lock();
-        state.epoch += 1;
-        for key in keys {
-            if let Some(gone) = state.lru.remove(&cache_key(namespace, &key)) {
-                state.bytes -= gone.cost;
-            }
-        }
-        drop(state);
+        self.lock()
+            .forget(keys.iter().map(|key| cache_key(namespace, key)));
         result
     }
 

@@ -12,6 +12,9 @@ use verge_runtime::Limits;
 
 const MIB: u64 = 1024 * 1024;
 
+/// The KV read cache of a node on a shared store, in MiB (`kv_cache_mib`).
+pub const DEFAULT_KV_CACHE_MIB: u64 = 64;
+
 /// Who may use the admin API.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +35,38 @@ pub enum StoreConfig {
     /// A PostgreSQL database that nodes can share, with Verge's tables in
     /// `schema`.
     Postgres { url: String, schema: String },
+}
+
+impl StoreConfig {
+    /// The store named by `store` (`--store`: `sqlite`, the default, or a
+    /// PostgreSQL URL) with Verge's tables in `schema`.
+    pub fn parse(store: Option<&str>, schema: String) -> Result<StoreConfig, ConfigError> {
+        match store {
+            None | Some("sqlite") => Ok(StoreConfig::Sqlite),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let valid = !schema.is_empty()
+                    && schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    return Err(error(
+                        format!(
+                            "`store_schema` (--store-schema, VERGE_STORE_SCHEMA) is {schema:?}"
+                        ),
+                        "use lowercase letters, digits and `_`, e.g. store_schema = \"verge\"",
+                    ));
+                }
+                Ok(StoreConfig::Postgres {
+                    url: url.to_string(),
+                    schema,
+                })
+            }
+            Some(other) => Err(error(
+                format!("`store` (--store, VERGE_STORE) is {other:?}"),
+                "use \"sqlite\" (the default, one node) or a postgres://user@host/db URL",
+            )),
+        }
+    }
 }
 
 /// A validated node configuration.
@@ -211,33 +246,7 @@ impl NodeConfig {
         }
 
         let schema = layer.store_schema.unwrap_or_else(|| "verge".into());
-        let store = match layer.store.as_deref() {
-            None | Some("sqlite") => StoreConfig::Sqlite,
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let valid = !schema.is_empty()
-                    && schema
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-                if !valid {
-                    return Err(error(
-                        format!(
-                            "`store_schema` (--store-schema, VERGE_STORE_SCHEMA) is {schema:?}"
-                        ),
-                        "use lowercase letters, digits and `_`, e.g. store_schema = \"verge\"",
-                    ));
-                }
-                StoreConfig::Postgres {
-                    url: url.to_string(),
-                    schema,
-                }
-            }
-            Some(other) => {
-                return Err(error(
-                    format!("`store` (--store, VERGE_STORE) is {other:?}"),
-                    "use \"sqlite\" (the default, one node) or a postgres://user@host/db URL",
-                ));
-            }
-        };
+        let store = StoreConfig::parse(layer.store.as_deref(), schema)?;
 
         let domain = layer
             .domain
@@ -321,7 +330,7 @@ impl NodeConfig {
                 "it is how many requests may run at once; the default is 1000",
             ));
         }
-        let kv_cache_mib = layer.kv_cache_mib.unwrap_or(64);
+        let kv_cache_mib = layer.kv_cache_mib.unwrap_or(DEFAULT_KV_CACHE_MIB);
         if kv_cache_mib > 1024 * 1024 {
             return Err(error(
                 format!("`kv_cache_mib` (--kv-cache-mib, VERGE_KV_CACHE_MIB) is {kv_cache_mib}"),

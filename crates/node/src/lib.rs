@@ -16,7 +16,9 @@ mod serve;
 pub mod spec;
 pub mod tail;
 
-pub use config::{AdminToken, ConfigError, ConfigLayer, NodeConfig, StoreConfig};
+pub use config::{
+    AdminToken, ConfigError, ConfigLayer, DEFAULT_KV_CACHE_MIB, NodeConfig, StoreConfig,
+};
 pub use node::{DeployRequest, Deployed, Node, NodeError, Stores};
 pub use registry::Registry;
 pub use serve::{Bound, bind, open_stores, serve};

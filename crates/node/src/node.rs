@@ -131,20 +131,6 @@ fn node_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// `text` for a query string: letters, digits and `*/,-_.~` as they are,
-/// everything else percent-encoded.
-fn query_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"*/,-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Ticks a node catches up on at most after falling behind (a stalled
 /// process, a suspended machine); older ones are skipped.
 const MAX_LATE_TICKS: usize = 10;
@@ -481,15 +467,16 @@ impl Node {
         let Some(live) = self.registry.get(worker) else {
             return failed(format!("worker `{worker}` is not served on this node"));
         };
-        let request = http::Request::post(format!(
-            "{SCHEDULED_PATH}?cron={}&time={tick}",
-            query_escape(cron)
-        ))
-        .header(
-            http::header::HOST,
-            format!("{worker}.{}", self.config.domain),
-        )
-        .body(Bytes::new());
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("cron", cron)
+            .append_pair("time", &tick.to_string())
+            .finish();
+        let request = http::Request::post(format!("{SCHEDULED_PATH}?{query}"))
+            .header(
+                http::header::HOST,
+                format!("{worker}.{}", self.config.domain),
+            )
+            .body(Bytes::new());
         let request = match request {
             Ok(request) => request,
             Err(e) => return failed(format!("cannot make the scheduled request: {e}")),
@@ -522,7 +509,7 @@ impl Node {
         let live = self
             .registry
             .get(worker)
-            .ok_or_else(|| NodeError::NotFound(format!("no worker named `{worker}`")))?;
+            .ok_or_else(|| not_deployed(worker))?;
         let schedules: Vec<&str> = live.crons.iter().map(|c| c.as_str()).collect();
         let cron = match cron {
             Some(cron) => {
@@ -566,7 +553,7 @@ impl Node {
         let live = self
             .registry
             .get(worker)
-            .ok_or_else(|| NodeError::NotFound(format!("no worker named `{worker}`")))?;
+            .ok_or_else(|| not_deployed(worker))?;
         let now = now_ms();
         let crons = live
             .crons

@@ -9,21 +9,29 @@ use verge_kv::conformance::{agree, ops};
 use verge_kv::{KvError, KvStore, ListOptions, ManualClock, Namespace};
 use verge_store_sqlite::SqliteStore;
 
+/// Runs `ops` on a fresh SQLite store, seen through `wrap`, and the model.
+fn agree_on_sqlite(
+    ops: Vec<verge_kv::conformance::Op>,
+    wrap: impl FnOnce(Arc<dyn KvStore>) -> Arc<dyn KvStore>,
+) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let store = SqliteStore::open(&dir.path().join("kv.db"), Arc::new(clock.clone())).unwrap();
+        agree(wrap(Arc::new(store)), clock, ops).await
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn the_store_agrees_with_the_model(ops in ops()) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let clock = ManualClock::new(1_000_000);
-            let store = SqliteStore::open(&dir.path().join("kv.db"), Arc::new(clock.clone())).unwrap();
-            agree(Arc::new(store), clock, ops).await
-        })?;
+        agree_on_sqlite(ops, |store| store)?;
     }
 
     /// The read cache cluster nodes use, over a store it does not need,
@@ -31,19 +39,11 @@ proptest! {
     /// agrees with the model, evictions and expirations included.
     #[test]
     fn the_cached_store_agrees_with_the_model(ops in ops()) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let clock = ManualClock::new(1_000_000);
-            let store = SqliteStore::open(&dir.path().join("kv.db"), Arc::new(clock.clone())).unwrap();
-            let cached = verge_kv::CachedStore::new(Arc::new(store), verge_kv::CacheConfig {
+        agree_on_sqlite(ops, |store| {
+            Arc::new(verge_kv::CachedStore::new(store, verge_kv::CacheConfig {
                 capacity: 16 * 1024,
                 ttl: std::time::Duration::from_secs(60),
-            });
-            agree(Arc::new(cached), clock, ops).await
+            }))
         })?;
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use verge_manifest::{ComponentSource, Manifest};
-use verge_node::{DeployRequest, Node, NodeConfig, StoreConfig};
+use verge_node::{DEFAULT_KV_CACHE_MIB, DeployRequest, Node, NodeConfig, StoreConfig};
 use verge_runtime::guest_log::LogStream;
 use verge_runtime::server::{ServeOptions, serve};
 use verge_runtime::{CompileSource, Limits, RequestSink, RequestSummary, component_hash, ms};
@@ -87,7 +87,7 @@ pub struct DevArgs {
 
     /// Keep the worker and its KV in PostgreSQL (`postgres://user@host/db`)
     /// instead of SQLite files under `.verge/` [default: sqlite].
-    #[arg(long, env = "VERGE_DEV_STORE")]
+    #[arg(long)]
     store: Option<String>,
 
     /// The PostgreSQL schema `--store` uses; give the dev worker one of its
@@ -103,18 +103,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| manifest.dir.join(".verge"));
-    let store = match args.store.as_deref() {
-        None | Some("sqlite") => StoreConfig::Sqlite,
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            StoreConfig::Postgres {
-                url: url.to_string(),
-                schema: args.store_schema.clone(),
-            }
-        }
-        Some(other) => anyhow::bail!(
-            "--store is {other:?}: use `sqlite` (the default) or a postgres://user@host/db URL"
-        ),
-    };
+    let store = StoreConfig::parse(args.store.as_deref(), args.store_schema.clone())?;
     let shared = matches!(store, StoreConfig::Postgres { .. });
     // The node `verge serve` runs, with one worker that answers at any
     // host, deployed from the build on every save.
@@ -139,7 +128,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         error_detail: !args.no_error_detail,
         // A database may be shared with other processes: the same cache
         // and change feed as a node's.
-        kv_cache: if shared { 64 << 20 } else { 0 },
+        kv_cache: if shared {
+            (DEFAULT_KV_CACHE_MIB * MIB) as usize
+        } else {
+            0
+        },
         store_listen: shared,
     };
 
