@@ -189,7 +189,16 @@ fn failure_details_stay_out_of_responses_unless_dev_shows_them() {
     // runtime's tests) keeps them in the log only.
     let dev = Dev::fixtures("", &[]);
     let reply = dev.get("/panic");
-    assert!(reply.text().contains("panicked at"), "{}", reply.text());
+    let text = reply.text();
+    assert!(text.contains("panicked at"), "{text}");
+    assert!(text.contains("boom from the fixtures"), "{text}");
+    assert!(!text.contains("RUST_BACKTRACE"), "{text}");
+    let line = logged(&dev, &reply.request_id());
+    let detail = &line[line.find("detail=").expect("a detail")..];
+    assert!(
+        detail.contains("panicked at") && detail.contains("boom from the fixtures"),
+        "{line}"
+    );
 }
 
 /// Sends only the headers of a request declaring `length` body bytes and

@@ -17,6 +17,14 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// Bytes of output kept per request, stdout and stderr together.
 pub const GUEST_LOG_CAPACITY: usize = 64 * 1024;
 
+/// Lines of a panic message kept in its summary (the log keeps them all).
+const PANIC_MESSAGE_LINES: usize = 20;
+
+/// std's hint after a panic, which does not apply to a guest.
+fn is_backtrace_note(text: &str) -> bool {
+    text.starts_with("note: run with `RUST_BACKTRACE=")
+}
+
 /// Which stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogStream {
@@ -104,15 +112,30 @@ impl GuestLog {
         (std::mem::take(&mut buffers.lines), dropped)
     }
 
-    /// Whether any stderr line so far reports a Rust panic.
+    /// The Rust panic the guest reported on stderr, if any: its location
+    /// and its message (which std writes on the lines after `panicked at`),
+    /// as one text. The "run with `RUST_BACKTRACE=1`" note std adds is left
+    /// out of the log: a guest has no backtrace to show.
     pub fn mentions_panic(&self) -> Option<String> {
         let mut buffers = self.lock();
         buffers.flush_partial();
-        buffers
-            .lines
+        let lines = &mut buffers.lines;
+        let start = lines
             .iter()
-            .find(|l| l.stream == LogStream::Stderr && l.text.contains("panicked at"))
-            .map(|l| l.text.clone())
+            .position(|l| l.stream == LogStream::Stderr && l.text.contains("panicked at"))?;
+        lines.retain(|l| !(l.stream == LogStream::Stderr && is_backtrace_note(&l.text)));
+        let mut text = lines[start].text.trim_end().to_string();
+        let message: Vec<&str> = lines[start + 1..]
+            .iter()
+            .take_while(|l| l.stream == LogStream::Stderr && !l.text.contains("panicked at"))
+            .map(|l| l.text.as_str())
+            .take(PANIC_MESSAGE_LINES)
+            .collect();
+        if !message.is_empty() {
+            text.push(' ');
+            text.push_str(&message.join("\n"));
+        }
+        Some(text)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Buffers> {
@@ -227,13 +250,39 @@ mod tests {
     }
 
     #[test]
-    fn finds_a_panic_message() {
+    fn finds_a_panic_message_with_its_location_and_text() {
         let log = GuestLog::new();
+        let mut out = log.stream(LogStream::Stdout);
         let mut err = log.stream(LogStream::Stderr);
+        out.write(Bytes::from_static(b"before\n")).unwrap();
         err.write(Bytes::from_static(
-            b"thread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\n",
+            b"\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom: it broke\nsecond line\n\
+              note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n",
         ))
         .unwrap();
-        assert!(log.mentions_panic().unwrap().contains("src/lib.rs:3:5"));
+        assert_eq!(
+            log.mentions_panic().unwrap(),
+            "thread '<unnamed>' panicked at src/lib.rs:3:5: boom: it broke\nsecond line"
+        );
+        let (lines, _) = log.take();
+        let texts: Vec<_> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "before",
+                "",
+                "thread '<unnamed>' panicked at src/lib.rs:3:5:",
+                "boom: it broke",
+                "second line"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_panic_no_message() {
+        let log = GuestLog::new();
+        let mut err = log.stream(LogStream::Stderr);
+        err.write(Bytes::from_static(b"warning: slow\n")).unwrap();
+        assert_eq!(log.mentions_panic(), None);
     }
 }
