@@ -45,16 +45,25 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
             })
         }
         StoreConfig::Postgres { url, schema } => {
-            // A node may start before its database: it says so and waits.
+            // A node may start before its database server: it says so and
+            // waits. What waiting cannot mend (no such database, a refused
+            // user) stops it, with the fix.
             let store = loop {
                 match verge_store_postgres::PgStore::connect(url, schema).await {
                     Ok(store) => break store,
-                    Err(e) => {
+                    Err(e @ verge_store_postgres::ConnectError::Unreachable(_)) => {
                         tracing::warn!(
                             "cannot reach the PostgreSQL store (`store`, schema `{schema}`): {e}; \
                              retrying in 2 s"
                         );
                         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                    Err(e) => {
+                        let help = e.help().unwrap_or_default().to_string();
+                        anyhow::bail!(
+                            "cannot use the PostgreSQL store (`store`, --store, VERGE_STORE): \
+                             {e}\n  help: {help}"
+                        );
                     }
                 }
             };

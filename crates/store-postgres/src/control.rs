@@ -7,7 +7,7 @@ use bytes::Bytes;
 use deadpool_postgres::Pool;
 use verge_deploy::{
     CRON_RUNS_KEPT_MS, Canary, Change, ChangeFeed, CronRun, CronStore, DeployStore, Deployment,
-    RunOutcome, SecretStore, StoreError, Subject, Version,
+    RunOutcome, SecretStore, StoreError, Subject, TAIL_PAYLOAD_MAX, TailReceiver, Version,
 };
 
 /// Versions, deployments, components and secrets in PostgreSQL. Made by
@@ -15,8 +15,11 @@ use verge_deploy::{
 #[derive(Clone)]
 pub struct PgControl {
     pub(crate) pool: Pool,
-    /// For the dedicated LISTEN connection.
+    /// For the dedicated LISTEN connections.
     pub(crate) config: tokio_postgres::Config,
+    /// The schema Verge's tables are in, which also names this cluster's
+    /// tail channel.
+    pub(crate) schema: String,
 }
 
 /// Removes the components no version uses any more, after versions went.
@@ -31,6 +34,7 @@ pub(crate) const CHANNEL: &str = "verge_changes";
 enum Kind {
     Deployment,
     Secrets,
+    TailWatch,
 }
 
 /// Records a change of `worker` in the transaction `tx` and notifies
@@ -43,6 +47,7 @@ async fn record(
     let kind = match kind {
         Kind::Deployment => "deployment",
         Kind::Secrets => "secret",
+        Kind::TailWatch => "tail",
     };
     let row = tx
         .query_one(
@@ -71,6 +76,7 @@ fn change_from_row(row: &tokio_postgres::Row) -> Option<Change> {
         ("secret", Some(worker), _, _) => Subject::Secrets(worker),
         ("kv", _, Some(namespace), Some(key)) => Subject::KvKey { namespace, key },
         ("kv-namespace", _, Some(namespace), _) => Subject::KvNamespace(namespace),
+        ("tail", Some(worker), _, _) => Subject::TailWatch(worker),
         _ => return None,
     };
     Some(Change { seq, subject })
@@ -442,42 +448,113 @@ impl ChangeFeed for PgControl {
     }
 
     /// Keeps a connection LISTENing on the change channel, reconnecting
-    /// after a second whenever it drops; every notification calls `wake`.
+    /// after a second whenever it drops; every notification calls `wake`
+    /// (and once each time it starts listening, for what it missed).
     fn listen(&self, wake: Box<dyn Fn() + Send + Sync>) {
         let config = self.config.clone();
-        tokio::spawn(async move {
-            loop {
-                match config.connect(tokio_postgres::NoTls).await {
-                    Ok((client, mut connection)) => {
-                        let messages =
-                            futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                        let listening =
-                            async { client.batch_execute(&format!("LISTEN {CHANNEL}")).await };
-                        tokio::pin!(messages);
-                        // The connection must be polled for LISTEN to finish.
-                        let mut listening = std::pin::pin!(listening);
-                        let mut listened = false;
-                        loop {
-                            tokio::select! {
-                                done = &mut listening, if !listened => {
-                                    listened = true;
-                                    if done.is_err() { break; }
-                                    // Changes made while we were away.
-                                    wake();
-                                }
-                                message = futures_util::StreamExt::next(&mut messages) => match message {
-                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake(),
-                                    Some(Ok(_)) => {}
-                                    Some(Err(_)) | None => break,
-                                },
-                            }
-                        }
-                        tracing::warn!("lost the PostgreSQL LISTEN connection; reconnecting");
-                    }
-                    Err(e) => tracing::debug!("cannot LISTEN on PostgreSQL: {e}"),
+        // Every notification, and each (re)start, means "read the log".
+        tokio::spawn(listen_loop(config, CHANNEL.to_string(), move |_| wake()));
+    }
+
+    async fn watch_tail(&self, worker: &str) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        record(&tx, worker, Kind::TailWatch).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn relay_tail(&self, batch: &str) -> Result<(), StoreError> {
+        if batch.len() > TAIL_PAYLOAD_MAX {
+            return Err(StoreError::Unavailable(format!(
+                "a tail batch of {} bytes is above the limit of {TAIL_PAYLOAD_MAX}",
+                batch.len()
+            )));
+        }
+        self.client()
+            .await?
+            .execute("SELECT pg_notify($1, $2)", &[&self.tail_channel(), &batch])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// A connection of its own LISTENs on this schema's tail channel while
+    /// the receiver lives; nodes nobody tails on hold no such connection.
+    fn receive_tails(
+        &self,
+        deliver: Box<dyn Fn(String) + Send + Sync>,
+    ) -> Option<Box<dyn TailReceiver>> {
+        let task = tokio::spawn(listen_loop(
+            self.config.clone(),
+            self.tail_channel(),
+            move |payload| {
+                if let Some(payload) = payload {
+                    deliver(payload);
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            },
+        ));
+        Some(Box::new(Listening(task)))
+    }
+}
+
+impl PgControl {
+    /// The channel tail batches travel on: one per schema, so clusters
+    /// sharing a database do not see each other's requests.
+    fn tail_channel(&self) -> String {
+        format!("verge_tail_{}", self.schema)
+    }
+}
+
+/// A LISTEN connection's task, ended when this is dropped.
+struct Listening(tokio::task::JoinHandle<()>);
+
+impl TailReceiver for Listening {}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// LISTENs on `channel` for as long as the task runs, reconnecting a
+/// second after the connection drops. `on` gets each notification's
+/// payload, and `None` whenever listening (re)starts, since notifications
+/// sent meanwhile were lost.
+async fn listen_loop(
+    config: tokio_postgres::Config,
+    channel: String,
+    on: impl Fn(Option<String>) + Send + Sync + 'static,
+) {
+    loop {
+        match config.connect(tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let listening = async { client.batch_execute(&format!("LISTEN {channel}")).await };
+                tokio::pin!(messages);
+                // The connection must be polled for LISTEN to finish.
+                let mut listening = std::pin::pin!(listening);
+                let mut listened = false;
+                loop {
+                    tokio::select! {
+                        done = &mut listening, if !listened => {
+                            listened = true;
+                            if done.is_err() { break; }
+                            on(None);
+                        }
+                        message = futures_util::StreamExt::next(&mut messages) => match message {
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                on(Some(n.payload().to_string()));
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => break,
+                        },
+                    }
+                }
+                tracing::warn!("lost the PostgreSQL LISTEN connection ({channel}); reconnecting");
             }
-        });
+            Err(e) => tracing::debug!("cannot LISTEN on PostgreSQL ({channel}): {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

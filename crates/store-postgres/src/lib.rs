@@ -19,6 +19,7 @@
 //! migrated) by [`PgStore::connect`], in a PostgreSQL schema of their own so
 //! they can share a database.
 
+mod connect;
 mod control;
 mod schema;
 mod write;
@@ -31,12 +32,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 use verge_kv::{Entry, KvError, KvStore, ListKey, ListPage, WriteOp, WriteOutcome, prefix_end};
 
+pub use connect::ConnectError;
 pub use control::PgControl;
 
 /// Verge KV in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    schema: String,
 }
 
 /// Connections the pool keeps at most.
@@ -52,18 +55,27 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> KvError {
 
 impl PgStore {
     /// Connects to `url` (`postgres://user@host:port/db` or key=value form),
-    /// creating the schema `schema` and its tables if needed.
-    pub async fn connect(url: &str, schema: &str) -> Result<PgStore, KvError> {
+    /// creating the schema `schema` and its tables if needed. A server
+    /// that cannot be reached is [`ConnectError::Unreachable`] (worth a
+    /// retry); a missing database, a refused user or a bad name is
+    /// [`ConnectError::Refused`], with the fix.
+    pub async fn connect(url: &str, schema: &str) -> Result<PgStore, ConnectError> {
         if schema.is_empty()
             || !schema
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
-            return Err(unavailable(format!(
-                "schema name {schema:?}: use lowercase letters, digits and `_`"
-            )));
+            return Err(ConnectError::refused(
+                format!("invalid schema name {schema:?}"),
+                "use lowercase letters, digits and `_`, e.g. verge",
+            ));
         }
-        let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            ConnectError::refused(
+                format!("the store URL is not a PostgreSQL connection string: {e}"),
+                "write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+            )
+        })?;
         config
             .options(format!("-c search_path={schema}"))
             // When the database goes away, calls fail within seconds instead
@@ -73,9 +85,19 @@ impl PgStore {
             .tcp_user_timeout(TIMEOUT)
             .keepalives_idle(TIMEOUT);
         {
-            let (client, connection) = config.connect(NoTls).await.map_err(unavailable)?;
+            let (client, connection) = config
+                .connect(NoTls)
+                .await
+                .map_err(|e| ConnectError::classify(&e, &config))?;
             let task = tokio::spawn(connection);
-            schema::migrate(&client, schema).await?;
+            schema::migrate(&client, schema)
+                .await
+                .map_err(|e| match e {
+                    schema::MigrateError::Postgres(e) => ConnectError::classify(&e, &config),
+                    schema::MigrateError::TooNew(message) => {
+                        ConnectError::refused(message, "upgrade the node")
+                    }
+                })?;
             drop(client);
             let _ = task.await;
         }
@@ -93,8 +115,12 @@ impl PgStore {
             .create_timeout(Some(TIMEOUT))
             .recycle_timeout(Some(TIMEOUT))
             .build()
-            .map_err(unavailable)?;
-        Ok(PgStore { pool, config })
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        Ok(PgStore {
+            pool,
+            config,
+            schema: schema.to_string(),
+        })
     }
 
     /// The control-plane store on the same database and pool.
@@ -102,6 +128,7 @@ impl PgStore {
         PgControl {
             pool: self.pool.clone(),
             config: self.config.clone(),
+            schema: self.schema.clone(),
         }
     }
 

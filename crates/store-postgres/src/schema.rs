@@ -1,9 +1,19 @@
 //! The tables, created and migrated at connect.
 
 use tokio_postgres::Client;
-use verge_kv::KvError;
 
-use crate::unavailable;
+/// Why the tables could not be brought up to date.
+pub(crate) enum MigrateError {
+    Postgres(tokio_postgres::Error),
+    /// The schema was migrated by a newer node.
+    TooNew(String),
+}
+
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(e: tokio_postgres::Error) -> MigrateError {
+        MigrateError::Postgres(e)
+    }
+}
 
 /// Each step runs once, in order; `schema_version` records how far a
 /// database has come, so a newer node migrates an older database in place.
@@ -86,35 +96,35 @@ CREATE TABLE cron_runs (
 
 /// Creates `schema` and brings its tables to the newest version. Nodes
 /// starting together serialize on an advisory lock.
-pub(crate) async fn migrate(client: &Client, schema: &str) -> Result<(), KvError> {
+pub(crate) async fn migrate(client: &Client, schema: &str) -> Result<(), MigrateError> {
+    // `IF NOT EXISTS` on what exists raises a NOTICE each start: only
+    // warnings and worse are worth the operator's log.
     client
         .batch_execute(&format!(
-            "SELECT pg_advisory_lock(hashtext('verge-migrate-{schema}'));
+            "SET client_min_messages = warning;
+             SELECT pg_advisory_lock(hashtext('verge-migrate-{schema}'));
              CREATE SCHEMA IF NOT EXISTS {schema};
              CREATE TABLE IF NOT EXISTS {schema}.schema_version (version INTEGER NOT NULL);"
         ))
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let result = run(client, schema).await;
     let unlock = client
         .batch_execute(&format!(
             "SELECT pg_advisory_unlock(hashtext('verge-migrate-{schema}'))"
         ))
         .await
-        .map_err(unavailable);
+        .map_err(MigrateError::from);
     result.and(unlock)
 }
 
-async fn run(client: &Client, schema: &str) -> Result<(), KvError> {
+async fn run(client: &Client, schema: &str) -> Result<(), MigrateError> {
     let row = client
         .query_opt(&format!("SELECT version FROM {schema}.schema_version"), &[])
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let done = row.map_or(0, |r| r.get::<_, i32>(0) as usize);
     if done > MIGRATIONS.len() {
-        return Err(unavailable(format!(
-            "schema `{schema}` is at version {done}, newer than this node knows ({}); \
-             upgrade the node",
+        return Err(MigrateError::TooNew(format!(
+            "schema `{schema}` is at version {done}, newer than this node knows ({})",
             MIGRATIONS.len()
         )));
     }
@@ -129,8 +139,7 @@ async fn run(client: &Client, schema: &str) -> Result<(), KvError> {
                  INSERT INTO schema_version (version) VALUES ({version});
                  COMMIT;"
             ))
-            .await
-            .map_err(unavailable)?;
+            .await?;
     }
     Ok(())
 }

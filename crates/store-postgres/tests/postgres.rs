@@ -10,7 +10,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use verge_kv::conformance::{agree, ops};
 use verge_kv::{Condition, KvError, KvStore, ManualClock, Namespace, PutOptions, SystemClock};
-use verge_store_postgres::PgStore;
+use verge_store_postgres::{ConnectError, PgStore};
 
 fn url() -> String {
     std::env::var("VERGE_TEST_POSTGRES")
@@ -215,12 +215,32 @@ fn a_bad_schema_name_or_an_unreachable_server_is_a_clear_error() {
     runtime.block_on(async {
         let bad = PgStore::connect(&url(), "Bad-Name").await.err().unwrap();
         assert!(bad.to_string().contains("schema name"), "{bad}");
+        assert!(bad.help().is_some(), "a bad name is not worth a retry");
         let down = PgStore::connect("postgres://root@127.0.0.1:1/test", "verge")
             .await
             .err()
             .unwrap();
-        assert!(matches!(down, KvError::Unavailable(_)), "{down}");
+        assert!(matches!(down, ConnectError::Unreachable(_)), "{down}");
         assert!(down.to_string().contains("PostgreSQL"), "{down}");
+        // A database that does not exist: said once, with how to create it.
+        let base = url();
+        let missing = match base.rfind('/') {
+            Some(at) if base.starts_with("postgres") => {
+                format!("{}/verge_no_such_database", &base[..at])
+            }
+            _ => format!("{base} dbname=verge_no_such_database"),
+        };
+        let refused = PgStore::connect(&missing, "verge").await.err().unwrap();
+        assert!(
+            refused
+                .to_string()
+                .contains("`verge_no_such_database` does not exist"),
+            "{refused}"
+        );
+        assert!(
+            refused.help().unwrap().contains("CREATE DATABASE"),
+            "{refused:?}"
+        );
     });
 }
 
