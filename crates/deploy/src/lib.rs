@@ -18,5 +18,5 @@ pub use cursor::{ChangeCursor, GAP_WAIT, Settled};
 pub use records::{Canary, Deployment, Version, short_id, version_id};
 pub use store::{
     CRON_RUNS_KEPT_MS, Change, ChangeFeed, CronRun, CronStore, DeployStore, RunOutcome,
-    SecretStore, StoreError, Subject,
+    SecretStore, StoreError, Subject, TAIL_LEASE, TAIL_PAYLOAD_MAX, TailReceiver,
 };

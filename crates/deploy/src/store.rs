@@ -136,7 +136,21 @@ pub enum Subject {
     KvKey { namespace: String, key: Vec<u8> },
     /// A KV namespace was deleted.
     KvNamespace(String),
+    /// Someone watches a worker's tail on some node: every node relays the
+    /// worker's requests there for [`TAIL_LEASE`].
+    TailWatch(String),
 }
+
+/// How long nodes relay a worker's tail events after a
+/// [`ChangeFeed::watch_tail`]; the watching node renews it well before.
+pub const TAIL_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The largest batch of tail events [`ChangeFeed::relay_tail`] carries
+/// (PostgreSQL's NOTIFY takes payloads under 8000 bytes).
+pub const TAIL_PAYLOAD_MAX: usize = 7900;
+
+/// Keeps tail batches coming from other nodes while it lives.
+pub trait TailReceiver: Send + Sync {}
 
 /// The change log of a store that nodes share. Every write of
 /// [`DeployStore::set_deployment`], [`DeployStore::delete_worker`], the
@@ -157,6 +171,31 @@ pub trait ChangeFeed: Send + Sync {
     /// pushes loses only latency.
     fn listen(&self, wake: Box<dyn Fn() + Send + Sync>) {
         drop(wake);
+    }
+
+    /// Asks every node sharing the store to relay `worker`'s requests to the
+    /// nodes receiving tails ([`ChangeFeed::receive_tails`]) for the next
+    /// [`TAIL_LEASE`]. `false` where there are no other nodes to ask.
+    async fn watch_tail(&self, worker: &str) -> Result<bool, StoreError> {
+        let _ = worker;
+        Ok(false)
+    }
+
+    /// Sends a batch of tail events (at most [`TAIL_PAYLOAD_MAX`] bytes) to
+    /// the nodes receiving tails.
+    async fn relay_tail(&self, batch: &str) -> Result<(), StoreError> {
+        let _ = batch;
+        Ok(())
+    }
+
+    /// Calls `deliver` with every batch any node relays, for as long as the
+    /// returned receiver lives; `None` where the store relays nothing.
+    fn receive_tails(
+        &self,
+        deliver: Box<dyn Fn(String) + Send + Sync>,
+    ) -> Option<Box<dyn TailReceiver>> {
+        drop(deliver);
+        None
     }
 
     /// Removes changes recorded longer than `keep` ago; returns how many.

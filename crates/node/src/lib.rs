@@ -12,6 +12,7 @@ pub mod config;
 pub mod metrics;
 mod node;
 pub mod registry;
+mod relay;
 mod serve;
 pub mod spec;
 pub mod tail;
@@ -21,4 +22,5 @@ pub use config::{
 };
 pub use node::{DeployRequest, Deployed, Node, NodeError, Stores};
 pub use registry::Registry;
+pub use relay::{TailScope, TailWatch};
 pub use serve::{Bound, bind, open_stores, serve};

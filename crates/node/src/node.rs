@@ -11,7 +11,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use verge_deploy::{
     Canary, Change, ChangeCursor, ChangeFeed, CronRun, CronStore, DeployStore, Deployment,
-    RunOutcome, SecretStore, Settled, StoreError, Subject, Version, short_id, version_id,
+    RunOutcome, SecretStore, Settled, StoreError, Subject, TailReceiver, Version, short_id,
+    version_id,
 };
 use verge_kv::{CachedStore, Clock, KvStore, Namespace};
 use verge_manifest::Manifest;
@@ -91,6 +92,9 @@ pub struct Deployed {
     pub deployment: Deployment,
     /// Whether the new version's code came from the compile cache.
     pub compile: CompileSource,
+    /// KV namespaces the manifest binds that did not exist and were
+    /// created by this deploy.
+    pub created_namespaces: Vec<String>,
 }
 
 pub struct Node {
@@ -103,8 +107,11 @@ pub struct Node {
     /// Deploys, rollbacks and secret changes happen one at a time, so each
     /// validates against the state it will replace.
     changing: tokio::sync::Mutex<()>,
-    /// Names this node in cron runs: host and process.
+    /// Names this node in cron runs and tail events: host and process.
     node_id: String,
+    /// Batches of other nodes' tail events arrive while tails are watched
+    /// here (see `relay.rs`).
+    pub(crate) tail_receiver: std::sync::Mutex<std::sync::Weak<Box<dyn TailReceiver>>>,
 }
 
 /// How often a node reads the change log when the store pushes nothing.
@@ -152,7 +159,8 @@ impl Node {
         log: Arc<dyn RequestSink>,
     ) -> anyhow::Result<Arc<Node>> {
         let metrics = Arc::new(Metrics::new());
-        let tail = Arc::new(TailHub::default());
+        let node_id = node_id();
+        let tail = Arc::new(TailHub::new(&node_id));
         let sink = Arc::new(NodeSink {
             metrics: metrics.clone(),
             tail: tail.clone(),
@@ -175,7 +183,8 @@ impl Node {
             tail,
             stores,
             changing: tokio::sync::Mutex::new(()),
-            node_id: node_id(),
+            node_id,
+            tail_receiver: std::sync::Mutex::new(std::sync::Weak::new()),
         });
         // Read the log's position first: a change made while the workers
         // load is then replayed, not missed.
@@ -188,6 +197,7 @@ impl Node {
             }
         }
         node.follow_changes(last_change);
+        node.relay_tails();
         node.run_schedules();
         Ok(node)
     }
@@ -291,6 +301,10 @@ impl Node {
                 if let Some(cache) = &self.stores.kv_cache {
                     cache.invalidate_namespace(namespace);
                 }
+                Ok(())
+            }
+            Subject::TailWatch(worker) => {
+                self.tail.relay_for(worker);
                 Ok(())
             }
         }
@@ -575,6 +589,11 @@ impl Node {
         }
     }
 
+    /// This node's name in cron runs and relayed tail events.
+    pub fn id(&self) -> &str {
+        &self.node_id
+    }
+
     pub fn stores(&self) -> &Stores {
         &self.stores
     }
@@ -690,13 +709,18 @@ impl Node {
             },
         };
         // Load first: nothing is stored or swapped unless it can serve.
+        // Bound namespaces that do not exist yet are created once it can.
+        let missing = self.missing_namespaces(&manifest).await?;
         let (loaded, compile) = self
-            .load_version(&version, &manifest, bytes.to_vec())
+            .load_version_with(&version, &manifest, bytes.to_vec(), &missing)
             .await?;
         let fresh = HashMap::from([(version.id.clone(), (loaded, manifest))]);
         let live = self
             .activate(&deployment, current.as_deref(), fresh)
             .await?;
+        for namespace in &missing {
+            self.stores.kv.create_namespace(namespace).await?;
+        }
         let new_version = self.stores.deploys.add_version(&version).await?;
         let version = if new_version {
             version
@@ -711,6 +735,7 @@ impl Node {
             new_version,
             deployment,
             compile,
+            created_namespaces: missing,
         })
     }
 
@@ -913,7 +938,21 @@ impl Node {
         manifest: &Manifest,
         component: Vec<u8>,
     ) -> Result<(Arc<Worker>, CompileSource), NodeError> {
-        let kv = self.kv_bindings(manifest).await?;
+        self.load_version_with(version, manifest, component, &[])
+            .await
+    }
+
+    /// [`Node::load_version`], with the namespaces in `to_create` bound
+    /// though they do not exist yet (a deploy creates them once the
+    /// version loads).
+    async fn load_version_with(
+        &self,
+        version: &Version,
+        manifest: &Manifest,
+        component: Vec<u8>,
+        to_create: &[String],
+    ) -> Result<(Arc<Worker>, CompileSource), NodeError> {
+        let kv = self.kv_bindings(manifest, to_create).await?;
         let secrets = self.stores.secrets.secrets(&version.worker).await?;
         let spec = worker_spec(manifest, component, &secrets, kv, self.config.error_detail);
         let runtime = self.runtime.clone();
@@ -929,22 +968,44 @@ impl Node {
         }
     }
 
-    /// The namespaces a manifest binds, which must exist.
-    async fn kv_bindings(&self, manifest: &Manifest) -> Result<KvBindings, NodeError> {
+    /// The namespaces a manifest binds that do not exist, in order, once
+    /// each.
+    async fn missing_namespaces(&self, manifest: &Manifest) -> Result<Vec<String>, NodeError> {
+        if manifest.kv_namespaces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let existing = self.stores.kv.namespaces().await?;
+        let mut missing: Vec<String> = Vec::new();
+        for kv in &manifest.kv_namespaces {
+            if !existing.contains(&kv.namespace) && !missing.contains(&kv.namespace) {
+                missing.push(kv.namespace.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The namespaces a manifest binds, which must exist unless they are
+    /// in `to_create`.
+    async fn kv_bindings(
+        &self,
+        manifest: &Manifest,
+        to_create: &[String],
+    ) -> Result<KvBindings, NodeError> {
         if manifest.kv_namespaces.is_empty() {
             return Ok(KvBindings::default());
         }
         let existing = self.stores.kv.namespaces().await?;
         let mut bindings = HashMap::new();
         for kv in &manifest.kv_namespaces {
-            if !existing.contains(&kv.namespace) {
+            if !existing.contains(&kv.namespace) && !to_create.contains(&kv.namespace) {
                 return Err(invalid(
                     format!(
                         "KV namespace `{}` (binding {}) does not exist on this node",
                         kv.namespace, kv.binding
                     ),
                     format!(
-                        "create it first: verge kv namespace create {} --remote",
+                        "create it (`verge kv namespace create {} --remote`) or deploy the \
+                         worker again, which creates the namespaces it binds",
                         kv.namespace
                     ),
                 ));

@@ -6,12 +6,22 @@
 //! every request. A client that falls more than the buffer behind loses the
 //! oldest events and is told how many, in a `dropped` event, then carries on
 //! from the newest. Workers nobody watches cost one map lookup per request.
+//!
+//! Nodes that share a PostgreSQL store show each other's requests: a node
+//! whose client tails a worker asks the others, through the change log, to
+//! relay that worker's events for a lease it renews ([`TAIL_LEASE`]). They
+//! send them in batches over NOTIFY, and the watching node feeds them into
+//! the same channel as its own. Workers nobody tails anywhere cost the
+//! other nodes nothing but the lookup.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
-use serde::Serialize;
-use tokio::sync::broadcast;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+use verge_deploy::{TAIL_LEASE, TAIL_PAYLOAD_MAX};
 use verge_runtime::RequestSummary;
 use verge_runtime::guest_log::LogStream;
 
@@ -19,10 +29,12 @@ use verge_runtime::guest_log::LogStream;
 pub const TAIL_BUFFER: usize = 1024;
 
 /// One request, as the tail shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TailEvent {
     pub time: String,
     pub id: String,
+    /// The node that served it.
+    pub node: String,
     pub worker: String,
     pub method: String,
     pub path: String,
@@ -32,9 +44,11 @@ pub struct TailEvent {
     pub kv_ops: u32,
     pub kv_ms: f64,
     pub logs: Vec<TailLog>,
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Bytes of log output left out (past the per-request cap, or to fit a
+    /// relayed event in a batch).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub logs_dropped: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination: Option<TailTermination>,
 }
 
@@ -47,24 +61,25 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TailLog {
     /// `stdout` or `stderr`.
-    pub stream: &'static str,
+    pub stream: String,
     pub text: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TailTermination {
-    pub reason: &'static str,
+    pub reason: String,
     pub message: String,
 }
 
 impl TailEvent {
-    pub fn from_summary(s: &RequestSummary) -> TailEvent {
+    pub fn from_summary(s: &RequestSummary, node: &str) -> TailEvent {
         TailEvent {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             id: s.id.to_string(),
+            node: node.to_string(),
             worker: s.worker.to_string(),
             method: s.method.to_string(),
             path: s.path.clone(),
@@ -80,15 +95,30 @@ impl TailEvent {
                     stream: match l.stream {
                         LogStream::Stdout => "stdout",
                         LogStream::Stderr => "stderr",
-                    },
+                    }
+                    .to_string(),
                     text: l.text.clone(),
                 })
                 .collect(),
             logs_dropped: s.logs_dropped,
             termination: s.termination.as_ref().map(|t| TailTermination {
-                reason: t.reason(),
+                reason: t.reason().to_string(),
                 message: t.to_string(),
             }),
+        }
+    }
+
+    /// Drops log lines from the end until the event's JSON takes at most
+    /// `max` bytes, counting what went in `logs_dropped`; `None` if even
+    /// the bare event is larger.
+    fn fit(mut self, max: usize) -> Option<(TailEvent, String)> {
+        loop {
+            let json = serde_json::to_string(&self).ok()?;
+            if json.len() <= max {
+                return Some((self, json));
+            }
+            let line = self.logs.pop()?;
+            self.logs_dropped += line.text.len() + 1;
         }
     }
 }
@@ -151,13 +181,37 @@ impl TailFilter {
     }
 }
 
-/// The tail channels, by worker.
-#[derive(Default)]
+/// The tail channels, by worker, and what this node relays to others.
 pub struct TailHub {
+    /// This node's name, in its events.
+    node: String,
     channels: RwLock<HashMap<String, broadcast::Sender<Arc<TailEvent>>>>,
+    /// Workers other nodes tail, and until when this node relays theirs.
+    relayed: Mutex<HashMap<String, Instant>>,
+    /// Whether `relayed` has entries: the request path checks only this.
+    relaying: AtomicBool,
+    /// Events on their way to other nodes, once relaying is set up.
+    outbox: std::sync::OnceLock<mpsc::Sender<Arc<TailEvent>>>,
+    /// Events not relayed because the outbox was full.
+    relay_dropped: AtomicU64,
 }
 
+/// Events waiting to be relayed at most; past it they are dropped (and
+/// counted) rather than slowing requests down.
+const OUTBOX: usize = 4096;
+
 impl TailHub {
+    pub fn new(node: &str) -> TailHub {
+        TailHub {
+            node: node.to_string(),
+            channels: RwLock::default(),
+            relayed: Mutex::default(),
+            relaying: AtomicBool::new(false),
+            outbox: std::sync::OnceLock::new(),
+            relay_dropped: AtomicU64::new(0),
+        }
+    }
+
     /// Starts watching `worker`.
     pub fn subscribe(&self, worker: &str) -> broadcast::Receiver<Arc<TailEvent>> {
         let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
@@ -167,16 +221,30 @@ impl TailHub {
             .subscribe()
     }
 
-    /// Sends a finished request to the worker's watchers, if it has any.
-    pub fn publish(&self, summary: &RequestSummary) {
+    /// Whether anyone on this node watches a tail.
+    pub fn watched(&self) -> bool {
         let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
-        let Some(sender) = channels.get(&*summary.worker) else {
+        channels.values().any(|s| s.receiver_count() > 0)
+    }
+
+    /// Sends a finished request to the worker's watchers, here and (while
+    /// another node tails the worker) there.
+    pub fn publish(&self, summary: &RequestSummary) {
+        let relay = self.relaying.load(Ordering::Relaxed) && self.relays(&summary.worker);
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        let sender = channels.get(&*summary.worker);
+        if sender.is_none() && !relay {
             return;
-        };
-        if sender
-            .send(Arc::new(TailEvent::from_summary(summary)))
-            .is_ok()
+        }
+        let event = Arc::new(TailEvent::from_summary(summary, &self.node));
+        if relay
+            && let Some(outbox) = self.outbox.get()
+            && outbox.try_send(event.clone()).is_err()
         {
+            self.relay_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(sender) = sender else { return };
+        if sender.send(event).is_ok() {
             return;
         }
         drop(channels);
@@ -190,6 +258,100 @@ impl TailHub {
             channels.remove(&*summary.worker);
         }
     }
+
+    /// Passes on events another node relayed, to this node's watchers of
+    /// their workers.
+    pub fn deliver(&self, batch: &str) {
+        let Ok(batch) = serde_json::from_str::<RelayBatch>(batch) else {
+            tracing::debug!("ignored a tail batch this node cannot read");
+            return;
+        };
+        if batch.node == self.node {
+            return;
+        }
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        for event in batch.events {
+            if let Some(sender) = channels.get(&event.worker) {
+                let _ = sender.send(Arc::new(event));
+            }
+        }
+    }
+
+    /// Relays `worker`'s events to other nodes for the next [`TAIL_LEASE`].
+    pub fn relay_for(&self, worker: &str) {
+        let mut relayed = self.relayed.lock().unwrap_or_else(|p| p.into_inner());
+        relayed.insert(worker.to_string(), Instant::now() + TAIL_LEASE);
+        self.relaying.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `worker`'s events go to other nodes now; forgets leases that
+    /// ran out.
+    fn relays(&self, worker: &str) -> bool {
+        let mut relayed = self.relayed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        relayed.retain(|_, until| *until > now);
+        if relayed.is_empty() {
+            self.relaying.store(false, Ordering::Relaxed);
+        }
+        relayed.contains_key(worker)
+    }
+
+    /// Sets up relaying: the events to send come out of the receiver.
+    pub fn relay_outbox(&self) -> Option<mpsc::Receiver<Arc<TailEvent>>> {
+        let (sender, receiver) = mpsc::channel(OUTBOX);
+        self.outbox.set(sender).ok()?;
+        Some(receiver)
+    }
+
+    /// Events not relayed since the last call because too many waited.
+    pub fn take_relay_dropped(&self) -> u64 {
+        self.relay_dropped.swap(0, Ordering::Relaxed)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+/// What one NOTIFY carries between nodes.
+#[derive(Serialize, Deserialize)]
+struct RelayBatch {
+    node: String,
+    events: Vec<TailEvent>,
+}
+
+/// Packs events into batches of at most [`TAIL_PAYLOAD_MAX`] bytes of JSON,
+/// trimming log lines off an event that would not fit alone.
+pub fn relay_batches(node: &str, events: Vec<Arc<TailEvent>>) -> Vec<String> {
+    let head = serde_json::to_string(&RelayBatch {
+        node: node.to_string(),
+        events: Vec::new(),
+    })
+    .unwrap_or_default();
+    // `{"node":"…","events":[` + events joined by `,` + `]}`
+    let room = TAIL_PAYLOAD_MAX.saturating_sub(head.len());
+    let mut batches = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut size = 0;
+    for event in events {
+        let Some((_, json)) = TailEvent::clone(&event).fit(room) else {
+            continue;
+        };
+        if !current.is_empty() && size + 1 + json.len() > room {
+            batches.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += json.len() + usize::from(!current.is_empty());
+        current.push(json);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    let prefix = &head[..head.len() - 2];
+    batches
+        .into_iter()
+        .map(|events| format!("{prefix}{}]}}", events.join(",")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -217,7 +379,7 @@ mod tests {
 
     #[test]
     fn filters_combine() {
-        let event = TailEvent::from_summary(&summary("w", "POST", "/api/todos", 201));
+        let event = TailEvent::from_summary(&summary("w", "POST", "/api/todos", 201), "n");
         let filter = |status: Option<&str>,
                       method: Option<&str>,
                       path: Option<&str>,
@@ -245,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn watchers_get_their_worker_only_and_a_slow_one_learns_what_it_lost() {
-        let hub = TailHub::default();
+        let hub = TailHub::new("n");
         let mut rx = hub.subscribe("a");
         hub.publish(&summary("b", "GET", "/other", 200));
         hub.publish(&summary("a", "GET", "/mine", 200));
@@ -264,5 +426,50 @@ mod tests {
         drop(rx);
         hub.publish(&summary("a", "GET", "/x", 200));
         assert!(hub.channels.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn relayed_events_fit_in_batches_and_reach_another_hub() {
+        let a = TailHub::new("a");
+        let b = TailHub::new("b");
+        let mut outbox = a.relay_outbox().unwrap();
+        // Nobody on b tails `w` yet: a relays nothing.
+        a.publish(&summary("w", "GET", "/before", 200));
+        assert!(outbox.try_recv().is_err());
+
+        let mut watcher = b.subscribe("w");
+        a.relay_for("w");
+        let mut chatty = summary("w", "GET", "/chatty", 500);
+        chatty.logs = (0..200)
+            .map(|n| verge_runtime::guest_log::LogLine {
+                stream: LogStream::Stdout,
+                text: format!("line {n} {}", "x".repeat(80)),
+            })
+            .collect();
+        a.publish(&chatty);
+        for n in 0..100 {
+            a.publish(&summary("w", "GET", &format!("/{n}"), 200));
+        }
+        a.publish(&summary("other", "GET", "/not-relayed", 200));
+        let mut events = Vec::new();
+        while let Ok(event) = outbox.try_recv() {
+            events.push(event);
+        }
+        assert_eq!(events.len(), 101, "w's events only");
+        let batches = relay_batches("a", events);
+        assert!(batches.len() > 1);
+        for batch in &batches {
+            assert!(batch.len() <= TAIL_PAYLOAD_MAX, "{}", batch.len());
+            b.deliver(batch);
+            // A node ignores its own batches.
+            a.deliver(batch);
+        }
+        let first = watcher.try_recv().unwrap();
+        assert_eq!((first.path.as_str(), first.node.as_str()), ("/chatty", "a"));
+        assert!(first.logs.len() < 200 && first.logs_dropped > 0);
+        for n in 0..100 {
+            assert_eq!(watcher.try_recv().unwrap().path, format!("/{n}"));
+        }
+        assert!(watcher.try_recv().is_err());
     }
 }

@@ -73,6 +73,7 @@ routes! {
         get "/openapi.json" => openapi,
     }
     token {
+        get "/v1/whoami" => whoami,
         put "/v1/components/{hash}" => workers::put_component,
         get "/v1/workers" => workers::list,
         get "/v1/workers/{name}" => workers::show,
@@ -132,6 +133,26 @@ async fn health(State(state): State<Arc<AdminState>>) -> Json<Value> {
             Ok(()) => "ok".to_string(),
             Err(why) => why.clone(),
         },
+        "workers": state.node.registry.len(),
+    }))
+}
+
+/// `GET /v1/whoami`: the caller's token and the node it reached, so a
+/// client can check both before it changes anything.
+async fn whoami(
+    State(state): State<Arc<AdminState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Json<Value> {
+    let store = match &state.node.config.store {
+        crate::config::StoreConfig::Sqlite => "sqlite",
+        crate::config::StoreConfig::Postgres { .. } => "postgres",
+    };
+    Json(json!({
+        "token": caller.name,
+        "read_only": caller.read_only,
+        "node": state.node.id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": store,
         "workers": state.node.registry.len(),
     }))
 }

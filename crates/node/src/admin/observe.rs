@@ -13,6 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AdminState;
 use super::error::ApiError;
+use crate::relay::TailScope;
 use crate::tail::TailFilter;
 
 /// `GET /metrics`: Prometheus text exposition.
@@ -33,10 +34,14 @@ pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse 
     )
 }
 
-/// `GET /v1/workers/{name}/tail?status=&method=&path=&search=`: a
-/// server-sent event per request finished after the client connected
-/// (`event: request`), and `event: dropped` with `{"dropped": N}` when the
-/// client fell too far behind and N requests were skipped.
+/// `GET /v1/workers/{name}/tail?status=&method=&path=&search=`: first
+/// `event: scope` with `{"nodes": "one"}` (a node alone on its store),
+/// `{"nodes": "all"}` (every node sharing the store) or
+/// `{"nodes": "this", "why": ...}` (this node's, though others share the
+/// store); then a server-sent event per request
+/// finished after the client connected (`event: request`), and
+/// `event: dropped` with `{"dropped": N}` when the client fell too far
+/// behind and N requests were skipped.
 pub async fn tail(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
@@ -53,8 +58,19 @@ pub async fn tail(
         ));
     }
     let receiver = state.node.tail.subscribe(&worker);
-    let stream =
-        futures_util::stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
+    let watch = state.node.watch_tail(&worker);
+    let scope = match &watch.scope {
+        TailScope::OnlyNode => serde_json::json!({ "nodes": "one" }),
+        TailScope::AllNodes => serde_json::json!({ "nodes": "all" }),
+        TailScope::ThisNode(why) => serde_json::json!({ "nodes": "this", "why": why }),
+    };
+    let first = futures_util::stream::once(async move {
+        Ok(Event::default().event("scope").data(scope.to_string()))
+    });
+    // The watch lives as long as the stream, which ends with the client.
+    let stream = futures_util::stream::unfold(
+        (receiver, filter, watch),
+        |(mut receiver, filter, watch)| async move {
             loop {
                 let event = match receiver.recv().await {
                     Ok(event) if filter.matches(&event) => Event::default()
@@ -68,8 +84,10 @@ pub async fn tail(
                     // The worker's channel closes only with the node.
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((Ok(event), (receiver, filter)));
+                return Some((Ok(event), (receiver, filter, watch)));
             }
-        });
+        },
+    );
+    let stream = futures_util::StreamExt::chain(first, stream);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

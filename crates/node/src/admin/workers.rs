@@ -68,6 +68,7 @@ pub async fn deploy(
             "version": version_json(&deployed.version, Some(&deployed.deployment)),
             "deployment": deployment_json(&deployed.deployment),
             "url": state.worker_url(&worker),
+            "created_namespaces": deployed.created_namespaces,
         })),
     ))
 }
