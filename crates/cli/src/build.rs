@@ -29,9 +29,21 @@ pub fn build(manifest: &Manifest, skip_build: bool) -> anyhow::Result<Built> {
             run_build(manifest, command, output.as_deref())?
         }
     };
+    let never_built =
+        skip_build && matches!(manifest.source, ComponentSource::Build { .. }) && !path.exists();
+    if never_built {
+        bail!(
+            "worker `{}` has not been built yet: there is no {}\n  help: run without --no-build \
+             (or `verge build {}` first)",
+            manifest.name,
+            path.display(),
+            manifest.dir.display()
+        );
+    }
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
-            "cannot read the component {} of worker `{}`; check `component` or [build] in verge.toml",
+            "cannot read the component {} of worker `{}`\n  help: check `component` or \
+             `[build] output` in verge.toml (docs/manifest.md)",
             path.display(),
             manifest.name
         )
@@ -223,7 +235,11 @@ fn pick_wasm_artifact(
 /// With `--no-build`, asks cargo where the artifact of the last build is.
 fn locate_cargo_artifact(manifest: &Manifest, command: &[String]) -> anyhow::Result<PathBuf> {
     if !is_cargo(command) {
-        bail!("`--no-build` needs `output` in [build] of verge.toml when the build is not cargo");
+        bail!(
+            "`--no-build` cannot tell where a `{}` build puts the component\n  help: set \
+             `output` in [build] of verge.toml (docs/manifest.md)",
+            command.join(" ")
+        );
     }
     let output = Command::new("cargo")
         .args(["metadata", "--format-version=1", "--no-deps"])

@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Create a worker project from a template.
     New(commands::new::NewArgs),
+    /// Make an existing crate (or directory) a worker: writes verge.toml.
+    Init(commands::init::InitArgs),
     /// Build a worker's component and check that it can run on Verge.
     Build(commands::build::BuildArgs),
     /// Build a worker and serve it locally, with a request log and timings.
@@ -30,8 +32,16 @@ enum Command {
     Kv(commands::kv::KvArgs),
     /// Run a node that hosts many workers, managed through its admin API.
     Serve(commands::serve::ServeArgs),
+    /// Check a node's address and admin token and remember them.
+    Login(commands::login::LoginArgs),
+    /// Show which node the CLI talks to, and as which token.
+    Whoami(commands::whoami::WhoamiArgs),
     /// Build a worker and deploy it to a node.
     Deploy(commands::deploy::DeployArgs),
+    /// List the workers a node serves.
+    List(commands::list::ListArgs),
+    /// Delete a worker from a node, with its versions and secrets.
+    Delete(commands::delete::DeleteArgs),
     /// List a worker's versions on a node.
     Versions(commands::versions::VersionsArgs),
     /// Put an earlier version of a worker back in service.
@@ -57,6 +67,11 @@ fn main() -> ExitCode {
         Command::Dev(args) => commands::dev::run(args),
         Command::Kv(args) => commands::kv::run(args),
         Command::New(args) => commands::new::run(args),
+        Command::Init(args) => commands::init::run(args),
+        Command::Login(args) => commands::login::run(args),
+        Command::Whoami(args) => commands::whoami::run(args),
+        Command::List(args) => commands::list::run(args),
+        Command::Delete(args) => commands::delete::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Deploy(args) => commands::deploy::run(args),
         Command::Versions(args) => commands::versions::run(args),

@@ -22,15 +22,17 @@ pub struct NodeArgs {
     token: Option<String>,
 }
 
-/// `~/.config/verge/config.toml` (or `$VERGE_CONFIG_HOME/config.toml`).
-#[derive(Deserialize, Default)]
+/// `~/.config/verge/config.toml` (or `$VERGE_CONFIG_HOME/config.toml`),
+/// which `verge login` writes.
+#[derive(Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ConfigFile {
-    node: Option<String>,
-    token: Option<String>,
+pub struct ConfigFile {
+    pub node: Option<String>,
+    pub token: Option<String>,
 }
 
-fn config_path() -> Option<PathBuf> {
+/// Where the CLI config file is.
+pub fn config_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("VERGE_CONFIG_HOME") {
         return Some(PathBuf::from(dir).join("config.toml"));
     }
@@ -40,45 +42,122 @@ fn config_path() -> Option<PathBuf> {
     Some(base.join("verge").join("config.toml"))
 }
 
+/// The config file's path as shown in messages.
+pub fn config_shown() -> String {
+    config_path().map_or("~/.config/verge/config.toml".into(), |p| {
+        p.display().to_string()
+    })
+}
+
+impl ConfigFile {
+    /// The config file, or an empty one where there is none.
+    pub fn load() -> anyhow::Result<ConfigFile> {
+        let Some(path) = config_path().filter(|p| p.exists()) else {
+            return Ok(ConfigFile::default());
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str::<ConfigFile>(&text)
+            .map_err(|e| anyhow!("{}: {}", path.display(), e.message().trim()))
+            .context("the file takes `node = \"http://...\"` and `token = \"...\"`")
+    }
+
+    /// Writes the file, readable by its owner alone (it holds a token).
+    pub fn save(&self) -> anyhow::Result<PathBuf> {
+        let path = config_path().context(
+            "no place for the config file\n  help: set HOME, XDG_CONFIG_HOME or VERGE_CONFIG_HOME",
+        )?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let text = toml::to_string(self).context("cannot write the config as TOML")?;
+        let tmp = path.with_extension("toml.tmp");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+        }
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
 /// A node's admin API, ready to call.
 pub struct Remote {
     base: String,
     token: String,
+    /// Where the token came from, for the error when the node refuses it.
+    token_source: String,
     agent: ureq::Agent,
 }
 
+/// What `GET /v1/whoami` says: who the token is, and which node answered.
+#[derive(Deserialize, Debug)]
+pub struct WhoAmI {
+    pub token: String,
+    pub read_only: bool,
+    pub node: String,
+    pub version: String,
+    pub store: String,
+    pub workers: u64,
+}
+
 impl NodeArgs {
+    /// `--node` or VERGE_NODE, if given.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// `--token` or VERGE_TOKEN, if given.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Where `--token`/VERGE_TOKEN came from, for messages.
+    fn token_source(&self) -> &'static str {
+        if std::env::var_os("VERGE_TOKEN").is_some() {
+            "VERGE_TOKEN or --token"
+        } else {
+            "--token"
+        }
+    }
+
     /// The node and token from flags, then the environment, then the config
     /// file.
     pub fn connect(&self) -> anyhow::Result<Remote> {
-        let path = config_path();
-        let file = match &path {
-            Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                toml::from_str::<ConfigFile>(&text)
-                    .map_err(|e| anyhow!("{}: {}", path.display(), e.message().trim()))
-                    .context("the file takes `node = \"http://...\"` and `token = \"...\"`")?
-            }
-            _ => ConfigFile::default(),
-        };
-        let shown = path
-            .as_ref()
-            .map_or("~/.config/verge/config.toml".into(), |p| {
-                p.display().to_string()
-            });
+        let file = ConfigFile::load()?;
+        let shown = config_shown();
         let Some(node) = self.node.clone().or(file.node) else {
             bail!(
-                "no node to talk to\n  help: pass --node http://HOST:8788, set VERGE_NODE, \
-                 or write `node = \"http://HOST:8788\"` in {shown}"
+                "no node to talk to\n  help: run `verge login`, pass --node http://HOST:8788, set \
+                 VERGE_NODE, or write `node = \"http://HOST:8788\"` in {shown}"
             );
         };
-        let Some(token) = self.token.clone().or(file.token) else {
-            bail!(
-                "no admin token for {node}\n  help: set VERGE_TOKEN, write `token = \"...\"` in \
-                 {shown}, or pass --token"
-            );
+        let (token, source) = match (&self.token, file.token) {
+            (Some(token), _) => (token.clone(), self.token_source().to_string()),
+            (None, Some(token)) => (token, format!("`token` in {shown}")),
+            (None, None) => bail!(
+                "no admin token for {node}\n  help: run `verge login`, set VERGE_TOKEN, write \
+                 `token = \"...\"` in {shown}, or pass --token"
+            ),
         };
+        Remote::new(&node, token, source)
+    }
+}
+
+impl Remote {
+    /// The admin API at `node`, called with `token` (which came from
+    /// `token_source`, named when the node refuses it).
+    pub fn new(node: &str, token: String, token_source: String) -> anyhow::Result<Remote> {
         let base = node.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("the node address {node:?} is not a URL\n  help: write it as http://HOST:PORT");
@@ -86,6 +165,7 @@ impl NodeArgs {
         Ok(Remote {
             base,
             token,
+            token_source,
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs(300)))
@@ -93,11 +173,21 @@ impl NodeArgs {
                 .into(),
         })
     }
-}
 
-impl Remote {
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Checks the token with the node: who it is, or the node's refusal.
+    pub fn whoami(&self) -> anyhow::Result<WhoAmI> {
+        let answer = self.get("/v1/whoami")?;
+        serde_json::from_value(answer).map_err(|e| {
+            anyhow!(
+                "{} answered /v1/whoami with something other than a Verge node's JSON ({e})\n  \
+                 help: --node must be the node's admin API (`admin_listen`, port 8788 by default)",
+                self.base
+            )
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -240,13 +330,10 @@ impl Remote {
         path: &str,
         response: Result<http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Value> {
-        let mut response = response.map_err(|e| {
-            anyhow!(
-                "cannot reach the node at {}: {e}\n  help: check --node / VERGE_NODE and that \
-                 `verge serve` runs there",
-                self.base
-            )
-        })?;
+        let mut response = match response {
+            Ok(response) => response,
+            Err(e) => return Err(self.transport_error(e)),
+        };
         let status = response.status();
         let text = response
             .body_mut()
@@ -261,12 +348,73 @@ impl Remote {
             return Ok(value);
         }
         let error = &value["error"];
-        let message = error["message"]
-            .as_str()
-            .map_or_else(|| format!("{status}: {text}"), str::to_string);
+        let Some(message) = error["message"].as_str() else {
+            let shown: String = text.trim().chars().take(200).collect();
+            if status != http::StatusCode::NOT_FOUND {
+                bail!("{path} answered {status} {shown:?}");
+            }
+            // The admin API answers unknown routes with its JSON error:
+            // another server, or the node's data plane, answered.
+            bail!(
+                "{} is not a Verge admin API: {path} answered {status} {shown:?}\n  help: --node \
+                 must be the node's admin address (`admin_listen`, http://127.0.0.1:8788 by \
+                 default), not the data-plane address workers answer on",
+                self.base
+            );
+        };
+        if status == http::StatusCode::UNAUTHORIZED {
+            bail!(
+                "the node at {} refused the admin token from {}: {message}\n  help: use one of \
+                 the node's `[[admin_tokens]]` (or its VERGE_ADMIN_TOKEN); `verge login` checks \
+                 and stores one",
+                self.base,
+                self.token_source
+            );
+        }
         match error["help"].as_str() {
             Some(help) => bail!("{message}\n  help: {help}"),
             None => bail!("{message} ({status})"),
         }
     }
+
+    /// A request that got no HTTP answer. A node refusing the token answers
+    /// 401 before it reads an upload and closes the connection, so the
+    /// upload fails with a broken pipe and the 401 goes unread: ask again
+    /// with no body to tell that apart from a node that is down.
+    fn transport_error(&self, e: ureq::Error) -> anyhow::Error {
+        let probe = self
+            .agent
+            .get(&self.url("/v1/whoami"))
+            .header("authorization", &self.auth())
+            .call();
+        match probe {
+            Ok(answer) if answer.status() == http::StatusCode::UNAUTHORIZED => {
+                match self.read("/v1/whoami", Ok(answer)) {
+                    Err(refused) => refused,
+                    Ok(_) => anyhow!("the node closed the connection: {e}"),
+                }
+            }
+            Ok(_) => anyhow!(
+                "the node at {} closed the connection: {e}\n  help: the node is up and took \
+                 the token; its log says why, or retry",
+                self.base
+            ),
+            Err(_) if self.base.starts_with("https://") && is_tls_mismatch(&e) => anyhow!(
+                "cannot speak TLS to {}: {e}\n  help: a Verge node's admin API is plain HTTP; \
+                 use http://, or put a TLS proxy in front of it",
+                self.base
+            ),
+            Err(_) => anyhow!(
+                "cannot reach the node at {}: {e}\n  help: check --node / VERGE_NODE and that \
+                 `verge serve` runs there",
+                self.base
+            ),
+        }
+    }
+}
+
+/// Whether a TLS handshake failed on something that does not speak TLS.
+fn is_tls_mismatch(e: &ureq::Error) -> bool {
+    // rustls reads a plain-HTTP answer as a record of an unknown type.
+    matches!(e, ureq::Error::Rustls(_)) || e.to_string().contains("InvalidContentType")
 }

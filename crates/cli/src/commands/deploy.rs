@@ -35,6 +35,16 @@ pub struct DeployArgs {
 pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.dir)?;
     let remote = args.node.connect()?;
+    // The token first: a refused one is said before a build and an upload.
+    let me = remote.whoami()?;
+    if me.read_only {
+        anyhow::bail!(
+            "token `{}` is read-only: it cannot deploy to {}\n  help: use a token without \
+             `read_only = true`",
+            me.token,
+            remote.base()
+        );
+    }
     let manifest_path = manifest.dir.join(verge_manifest::FILE_NAME);
     let manifest_text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
@@ -66,6 +76,22 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         .with_context(|| format!("deploying `{}` to {}", manifest.name, remote.base()))?;
 
     let style = Style::stdout();
+    for namespace in answer["created_namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let namespace = namespace.as_str().unwrap_or("?");
+        let binding = manifest
+            .kv_namespaces
+            .iter()
+            .find(|kv| kv.namespace == namespace)
+            .map_or(String::new(), |kv| format!(" (binding {})", kv.binding));
+        println!(
+            "{} KV namespace `{namespace}`{binding}",
+            style.green("Created")
+        );
+    }
     let version = answer["version"]["short_id"].as_str().unwrap_or("?");
     let percent = answer["version"]["traffic_percent"].as_u64().unwrap_or(0);
     let traffic = if percent == 100 {

@@ -91,7 +91,7 @@ pub struct DevArgs {
     store: Option<String>,
 
     /// The PostgreSQL schema `--store` uses; give the dev worker one of its
-    /// own, apart from the nodes' (`verge`) [default: verge_dev].
+    /// own, apart from the nodes' (`verge`).
     #[arg(long, default_value = "verge_dev")]
     store_schema: String,
 }

@@ -53,12 +53,16 @@ enum KvCommand {
 
 #[derive(Subcommand, Debug)]
 enum NamespaceCommand {
+    /// Create a namespace (a deploy also creates the ones its manifest binds).
     Create {
+        /// 1 to 64 letters, digits, `-` or `_`.
         name: String,
     },
+    /// List the namespaces.
     List,
     /// Delete a namespace and every key in it.
     Delete {
+        /// The namespace to delete.
         name: String,
     },
 }
@@ -74,7 +78,9 @@ struct NamespaceArg {
 enum KeyCommand {
     /// Store a value: from VALUE, from --path, or from standard input.
     Put {
+        /// The key (at most 512 bytes).
         key: String,
+        /// The value, as text.
         value: Option<String>,
         #[command(flatten)]
         ns: NamespaceArg,
@@ -93,6 +99,7 @@ enum KeyCommand {
     },
     /// Print a value to standard output.
     Get {
+        /// The key to read.
         key: String,
         #[command(flatten)]
         ns: NamespaceArg,
@@ -104,6 +111,7 @@ enum KeyCommand {
     List {
         #[command(flatten)]
         ns: NamespaceArg,
+        /// Only keys that start with this.
         #[arg(long, default_value = "")]
         prefix: String,
         /// Keys per page, 1 to 1000.
@@ -113,7 +121,9 @@ enum KeyCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Delete a key (deleting a missing key is not an error).
     Delete {
+        /// The key to delete.
         key: String,
         #[command(flatten)]
         ns: NamespaceArg,
@@ -124,12 +134,14 @@ enum KeyCommand {
 enum BulkCommand {
     /// Put up to 10,000 pairs: `[{"key", "value", "expiration"?, "expiration_ttl"?, "metadata"?, "base64"?}]`.
     Put {
+        /// The JSON file.
         file: PathBuf,
         #[command(flatten)]
         ns: NamespaceArg,
     },
     /// Delete up to 10,000 keys: `["key", ...]`.
     Delete {
+        /// The JSON file.
         file: PathBuf,
         #[command(flatten)]
         ns: NamespaceArg,

@@ -1,12 +1,17 @@
 pub mod build;
 pub mod cron;
+pub mod delete;
 pub mod deploy;
 pub mod dev;
+pub mod init;
 pub mod kv;
 pub mod kv_target;
+pub mod list;
+pub mod login;
 pub mod new;
 pub mod secret;
 pub mod serve;
 pub mod tail;
 pub mod versions;
 pub mod watch;
+pub mod whoami;

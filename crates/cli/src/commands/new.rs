@@ -21,7 +21,8 @@ pub struct NewArgs {
     #[arg(long, value_enum, default_value_t = Template::Hello)]
     template: Template,
 
-    /// Where to create the project [default: ./NAME].
+    /// Where to create the project [default: ./NAME]; it may exist and hold
+    /// other files, but none the template writes.
     #[arg(long)]
     dir: Option<PathBuf>,
 
@@ -32,7 +33,7 @@ pub struct NewArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Template {
+pub(crate) enum Template {
     /// A greeting with a route, a query parameter, a variable and a log line.
     Hello,
     /// A JSON CRUD API over KV: paging, ETags, conditional writes.
@@ -98,14 +99,57 @@ fn sdk_dependency(sdk_path: Option<&Path>) -> String {
 }
 
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
-    if let Err(problem) = verge_manifest::check_worker_name(&args.name) {
+    check_name(&args.name)?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
+    create(&dir, &args.name, args.template, args.sdk_path.as_deref())?;
+    let style = Style::stdout();
+    println!(
+        "{} {} from the {} template in {}",
+        style.green("Created"),
+        args.name,
+        args.template.name(),
+        dir.display()
+    );
+    if dir == Path::new(".") {
+        println!("\nNext:\n  verge dev");
+    } else {
+        println!("\nNext:\n  cd {}\n  verge dev", dir.display());
+    }
+    Ok(())
+}
+
+impl Template {
+    fn name(self) -> &'static str {
+        match self {
+            Template::Hello => "hello",
+            Template::RestApi => "rest-api",
+        }
+    }
+}
+
+/// Refuses a name `verge.toml` would refuse.
+pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
+    if let Err(problem) = verge_manifest::check_worker_name(name) {
         bail!(
-            "invalid worker name {:?}: {problem}\n  help: use lowercase letters, digits and `-`, \
-             e.g. `verge new todo-api`",
-            args.name
+            "invalid worker name {name:?}: {problem}\n  help: use lowercase letters, digits and \
+             `-`, e.g. `verge new todo-api`"
         );
     }
-    if let Some(path) = &args.sdk_path
+    Ok(())
+}
+
+/// Writes a project from `template` into `dir`, which may hold other
+/// files, but none that the template writes: nothing is overwritten.
+pub(crate) fn create(
+    dir: &Path,
+    name: &str,
+    template: Template,
+    sdk_path: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = sdk_path
         && !path.join("Cargo.toml").exists()
     {
         bail!(
@@ -114,33 +158,40 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&args.name));
-    if dir.exists() && dir.read_dir().map_or(true, |mut d| d.next().is_some()) {
-        bail!(
-            "{} already exists and is not empty\n  help: pick another name or pass --dir",
-            dir.display()
-        );
-    }
-
-    let extra_deps = match args.template {
+    let extra_deps = match template {
         Template::Hello => "",
         Template::RestApi => {
             "serde = { version = \"1\", features = [\"derive\"] }\nserde_json = \"1\"\n"
         }
     };
     let fill = |text: &str| {
-        text.replace("{{name}}", &args.name)
-            .replace("{{sdk}}", &sdk_dependency(args.sdk_path.as_deref()))
+        text.replace("{{name}}", name)
+            .replace("{{sdk}}", &sdk_dependency(sdk_path))
             .replace("{{extra_deps}}", extra_deps)
     };
     let mut written = vec![
         ("Cargo.toml", fill(CARGO_TOML)),
         (".gitignore", GITIGNORE.to_string()),
     ];
-    written.extend(files(args.template).into_iter().map(|(p, t)| (p, fill(t))));
+    written.extend(files(template).into_iter().map(|(p, t)| (p, fill(t))));
+    let taken: Vec<&str> = written
+        .iter()
+        .map(|(path, _)| *path)
+        .filter(|path| dir.join(path).exists())
+        .collect();
+    if !taken.is_empty() {
+        let crate_hint = if taken.contains(&"Cargo.toml") {
+            "; to make an existing crate a worker, run `verge init` in it"
+        } else {
+            ""
+        };
+        bail!(
+            "{} already has {}\n  help: pick another directory (--dir) or move those files \
+             away{crate_hint}",
+            dir.display(),
+            taken.join(", ")
+        );
+    }
     for (path, contents) in &written {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
@@ -150,18 +201,5 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         std::fs::write(&path, contents)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-
-    let style = Style::stdout();
-    let template = match args.template {
-        Template::Hello => "hello",
-        Template::RestApi => "rest-api",
-    };
-    println!(
-        "{} {} from the {template} template in {}",
-        style.green("Created"),
-        args.name,
-        dir.display()
-    );
-    println!("\nNext:\n  cd {}\n  verge dev", dir.display());
     Ok(())
 }

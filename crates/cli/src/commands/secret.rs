@@ -27,9 +27,20 @@ pub struct SecretArgs {
 #[derive(Subcommand, Debug)]
 enum SecretCommand {
     /// Set a secret: the value comes from a prompt, or from stdin when piped.
-    Put { secret: String },
+    Put {
+        /// The secret's name: letters, digits and `_` (the guest's
+        /// environment variable).
+        secret: String,
+        /// Set it for a worker that is not deployed yet, ahead of its
+        /// first deploy.
+        #[arg(long)]
+        undeployed: bool,
+    },
     /// Delete a secret.
-    Delete { secret: String },
+    Delete {
+        /// The secret's name.
+        secret: String,
+    },
     /// List the names of the worker's secrets (values are never shown).
     List,
 }
@@ -38,9 +49,28 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
     let name = args.worker.name()?;
     let style = Style::stdout();
     match &args.command {
-        SecretCommand::Put { secret } => {
-            let value = read_value(secret)?;
+        SecretCommand::Put { secret, undeployed } => {
+            check_secret_name(secret)?;
             let remote = args.node.connect()?;
+            if !undeployed {
+                // A typo in --name would otherwise store a secret no
+                // worker reads.
+                let workers = remote.get("/v1/workers")?;
+                let known = workers["workers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|w| w["name"].as_str() == Some(name.as_str()));
+                if !known {
+                    bail!(
+                        "no worker named `{name}` is deployed on {}\n  help: check the name \
+                         (`verge list`), or pass --undeployed to set the secret before its \
+                         first deploy",
+                        remote.base()
+                    );
+                }
+            }
+            let value = read_value(secret)?;
             remote.send_json(
                 "PUT",
                 &format!("/v1/workers/{name}/secrets/{secret}"),
@@ -52,6 +82,7 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
             );
         }
         SecretCommand::Delete { secret } => {
+            check_secret_name(secret)?;
             let remote = args.node.connect()?;
             remote.delete(&format!("/v1/workers/{name}/secrets/{secret}"))?;
             println!("{} secret {secret} of {name}", style.green("Deleted"));
@@ -63,6 +94,21 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
                 println!("{}", secret.as_str().unwrap_or("?"));
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses a name the node would refuse, before it goes into a URL.
+fn check_secret_name(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if !valid {
+        bail!(
+            "invalid secret name {name:?}\n  help: use letters, digits and `_`, not starting with \
+             a digit, e.g. API_TOKEN"
+        );
     }
     Ok(())
 }

@@ -57,18 +57,38 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
     }
     let path = format!("/v1/workers/{name}/tail?{}", query.join("&"));
     let stream = remote.stream(&path)?;
-    eprintln!("Tailing {name} on {} (Ctrl-C to stop)", remote.base());
 
     let pretty = stdout_is_terminal() && !args.json;
     let style = Style::stdout();
     let mut out = std::io::stdout().lock();
     let mut event = String::new();
+    let mut all_nodes = false;
     for line in BufReader::new(stream).lines() {
         let line = line.context("the tail stream broke")?;
         if let Some(name) = line.strip_prefix("event:") {
             event = name.trim().to_string();
         } else if let Some(raw) = line.strip_prefix("data:") {
             let raw = raw.trim();
+            if event == "scope" {
+                // What this tail shows goes to stderr, as the banner.
+                let scope: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+                all_nodes = scope["nodes"] == "all";
+                match scope["nodes"].as_str() {
+                    Some("all") => eprintln!(
+                        "Tailing {name} on {} and every node sharing its store (Ctrl-C to stop)",
+                        remote.base()
+                    ),
+                    Some("this") => eprintln!(
+                        "Tailing {name} on {} alone: {} (Ctrl-C to stop)",
+                        remote.base(),
+                        scope["why"]
+                            .as_str()
+                            .unwrap_or("other nodes' requests are not shown")
+                    ),
+                    _ => eprintln!("Tailing {name} on {} (Ctrl-C to stop)", remote.base()),
+                }
+                continue;
+            }
             let text = if !pretty {
                 // The node's JSON as it came, one object per line.
                 raw.to_string()
@@ -80,7 +100,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
                         data["dropped"]
                     ))
                 } else {
-                    pretty_line(&data, style)
+                    pretty_line(&data, style, all_nodes)
                 }
             };
             writeln!(out, "{text}")?;
@@ -90,7 +110,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pretty_line(e: &Value, style: Style) -> String {
+fn pretty_line(e: &Value, style: Style, show_node: bool) -> String {
     let status = e["status"].as_u64().unwrap_or(0);
     let status_text = status.to_string();
     let status_text = match status {
@@ -110,6 +130,9 @@ fn pretty_line(e: &Value, style: Style) -> String {
     );
     if let Some(kv) = e["kv_ops"].as_u64().filter(|n| *n > 0) {
         line.push_str(&format!(" kv={kv}"));
+    }
+    if show_node && let Some(node) = e["node"].as_str() {
+        line.push_str(&style.dim(&format!(" node={node}")));
     }
     if let Some(message) = e["termination"]["message"].as_str() {
         line.push(' ');

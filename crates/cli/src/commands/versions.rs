@@ -26,7 +26,15 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     pub fn name(&self) -> anyhow::Result<String> {
         match &self.name {
-            Some(name) => Ok(name.clone()),
+            Some(name) => {
+                if let Err(problem) = verge_manifest::check_worker_name(name) {
+                    anyhow::bail!(
+                        "invalid worker name {name:?}: {problem}\n  help: `verge list` shows \
+                         the workers on the node"
+                    );
+                }
+                Ok(name.clone())
+            }
             None => Ok(Manifest::load(&self.dir)
                 .map_err(|e| anyhow::anyhow!("{e}\n  or name the worker with --name"))?
                 .name),

@@ -1,0 +1,66 @@
+//! `verge delete NAME`: stop serving a worker and forget its versions,
+//! secrets and cron runs. KV namespaces it bound are left alone: other
+//! workers may use them, and `verge kv namespace delete` removes one.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::remote::NodeArgs;
+use crate::term::Style;
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// The worker to delete.
+    name: String,
+
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
+
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
+    if let Err(problem) = verge_manifest::check_worker_name(&args.name) {
+        bail!(
+            "invalid worker name {:?}: {problem}\n  help: `verge list` shows the workers",
+            args.name
+        );
+    }
+    let remote = args.node.connect()?;
+    // Named before asking, so a typo is caught without a question.
+    remote.get(&format!("/v1/workers/{}", args.name))?;
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "refusing to delete `{}` without confirmation\n  help: pass --yes",
+                args.name
+            );
+        }
+        print!(
+            "Delete worker `{}` from {}, with its versions and secrets? Type its name to confirm: ",
+            args.name,
+            remote.base()
+        );
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("cannot read the confirmation")?;
+        if answer.trim() != args.name {
+            bail!("not deleted: the name typed was not `{}`", args.name);
+        }
+    }
+    remote.delete(&format!("/v1/workers/{}", args.name))?;
+    println!(
+        "{} {} from {} (its KV namespaces are kept)",
+        Style::stdout().green("Deleted"),
+        args.name,
+        remote.base()
+    );
+    Ok(())
+}
