@@ -95,7 +95,10 @@ fn bad_names_and_occupied_directories_are_refused() {
     );
     assert!(!dir.path().join("x").exists());
 
+    // A directory whose files the template would overwrite is refused,
+    // and left as it was.
     std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
+    std::fs::write(dir.path().join("verge.toml"), "name = \"mine\"\n").unwrap();
     let output = verge()
         .args(["new", "worker", "--dir"])
         .arg(dir.path())
@@ -103,10 +106,12 @@ fn bad_names_and_occupied_directories_are_refused() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("already exists and is not empty"),
-        "{stderr}"
+    assert!(stderr.contains("already has verge.toml"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("verge.toml")).unwrap(),
+        "name = \"mine\"\n"
     );
+    assert!(!dir.path().join("Cargo.toml").exists());
     assert_eq!(
         std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
         "mine"

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 
 use std::path::Path;
 
-use common::node::{KillOnDrop, Node, PgSchema, TOKEN, eventually, fixtures, rewrite, worker};
+use common::node::{
+    KillOnDrop, Node, PgSchema, TOKEN, Tail, eventually, fixtures, rewrite, worker,
+};
 use common::{KV_FIXTURE, succeed};
 use serde_json::{Value, json};
 
@@ -187,9 +189,10 @@ fn invalid_deploys_are_refused_and_the_running_version_keeps_serving() {
             "limit `cpu_ms` is 500 ms, above this node's ceiling of 100 ms",
         ),
         (
+            // Refused with a namespace to create: none is left behind.
             &fixtures,
-            "[[kv_namespaces]]\nbinding = \"DATA\"\nnamespace = \"missing\"\n",
-            "KV namespace `missing` (binding DATA) does not exist",
+            "[limits]\ncpu_ms = 500\n[[kv_namespaces]]\nbinding = \"DATA\"\nnamespace = \"missing\"\n",
+            "limit `cpu_ms` is 500 ms",
         ),
     ];
     let project = tempfile::tempdir().unwrap();
@@ -202,6 +205,12 @@ fn invalid_deploys_are_refused_and_the_running_version_keeps_serving() {
         );
         assert_eq!(version_of(&node, "app"), "good");
     }
+    let namespaces = node.admin_call("GET", "/v1/kv/namespaces", Some(TOKEN), None);
+    assert!(
+        !namespaces.text().contains("missing"),
+        "{}",
+        namespaces.text()
+    );
 
     // Another worker may not take a route `app` serves.
     let other = worker("other", &fixtures, "routes = [\"shop.test/*\"]\n");
@@ -458,67 +467,6 @@ fn a_bad_node_config_stops_the_node_with_the_key_and_the_fix() {
     assert!(error.contains("unknown field `cpu`"), "{error}");
 }
 
-/// A `verge tail` process whose JSON lines are collected.
-struct Tail {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Tail {
-    fn start(node: &Node, args: &[&str]) -> Tail {
-        use std::io::{BufRead, BufReader};
-        let mut child = node
-            .cli()
-            .arg("tail")
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // It says so on stderr once the node has subscribed it.
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        stderr.read_line(&mut first).unwrap();
-        assert!(first.starts_with("Tailing"), "{first}");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Tail { child, lines }
-    }
-
-    /// Waits until `count` events arrived, then a little more for any extra.
-    fn events(&self, count: usize) -> Vec<Value> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.lines.lock().unwrap().len() < count {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{:?}",
-                self.lines.lock().unwrap()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn tail_streams_requests_after_it_connects_filtered_on_the_node() {
     let node = Node::start(&[]);
@@ -565,6 +513,18 @@ fn tail_streams_requests_after_it_connects_filtered_on_the_node() {
     node.get("app.localhost", "/panic");
     let events = failures.events(1);
     assert_eq!(events[0]["termination"]["reason"], "panic");
+    // The panic's message, not just its location; no backtrace hint that
+    // a guest cannot follow.
+    let message = events[0]["termination"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("panicked at") && message.contains("boom from the fixtures"),
+        "{message}"
+    );
+    assert!(
+        !events[0].to_string().contains("RUST_BACKTRACE"),
+        "{}",
+        events[0]
+    );
 
     let bad = node.admin_call("GET", "/v1/workers/app/tail?status=200", Some(TOKEN), None);
     assert_eq!(bad.status, 400);
@@ -664,16 +624,27 @@ fn verge_kv_remote_reaches_the_same_store_the_guests_use() {
         command.args(["kv", "--remote"]).args(args);
         command
     };
-    // Deploying a worker bound to a namespace that does not exist fails.
+    // Deploying a worker bound to a namespace that does not exist creates
+    // it, and says so; the next deploy finds it there.
     let project = worker(
         "store",
         std::path::Path::new(KV_FIXTURE),
         "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n",
     );
-    assert!(deploy_refused(&node, project.path()).contains("`shared`"));
-    succeed(&mut kv(&["namespace", "create", "shared"]));
-    deploy(&node, project.path(), &[]);
+    let first = deploy(&node, project.path(), &[]);
+    assert!(
+        first.contains("Created KV namespace `shared` (binding KV)"),
+        "{first}"
+    );
     assert_eq!(succeed(&mut kv(&["namespace", "list"])).trim(), "shared");
+    rewrite(
+        project.path(),
+        "store",
+        std::path::Path::new(KV_FIXTURE),
+        "[vars]\nV = \"2\"\n[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n",
+    );
+    let second = deploy(&node, project.path(), &[]);
+    assert!(!second.contains("Created"), "{second}");
 
     // The CLI writes, the guest reads; the guest writes, the CLI reads.
     succeed(&mut kv(&[

@@ -234,3 +234,71 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A `verge tail` process whose JSON lines are collected, and the banner
+/// it printed.
+pub struct Tail {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// What it said on stderr when it started: which nodes it shows.
+    pub banner: String,
+}
+
+impl Tail {
+    pub fn start(node: &Node, args: &[&str]) -> Tail {
+        use std::io::{BufRead, BufReader};
+        let mut child = node
+            .cli()
+            .arg("tail")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It says so on stderr once the node has subscribed it.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        assert!(first.starts_with("Tailing"), "{first}");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Tail {
+            child,
+            lines,
+            banner: first,
+        }
+    }
+
+    /// Waits until `count` events arrived, then a little more for any extra.
+    pub fn events(&self, count: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.lines.lock().unwrap().len() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
