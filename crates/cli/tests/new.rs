@@ -117,3 +117,23 @@ fn bad_names_and_occupied_directories_are_refused() {
         "mine"
     );
 }
+
+#[test]
+fn no_build_before_any_build_says_to_build_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("unbuilt");
+    common::succeed(verge().args(["new", "unbuilt", "--dir"]).arg(&project));
+    let output = verge()
+        .args(["dev", "--no-build", "--listen", "127.0.0.1:0"])
+        .arg(&project)
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("worker `unbuilt` has not been built yet"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("run without --no-build"), "{stderr}");
+}
