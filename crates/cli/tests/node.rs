@@ -189,6 +189,11 @@ fn invalid_deploys_are_refused_and_the_running_version_keeps_serving() {
             "limit `cpu_ms` is 500 ms, above this node's ceiling of 100 ms",
         ),
         (
+            &fixtures,
+            "[triggers]\ncrons = [\"*/5 * * * *\", \"0 0 30 2 *\"]\n",
+            "invalid cron schedule \"0 0 30 2 *\": it never fires",
+        ),
+        (
             // Refused with a namespace to create: none is left behind.
             &fixtures,
             "[limits]\ncpu_ms = 500\n[[kv_namespaces]]\nbinding = \"DATA\"\nnamespace = \"missing\"\n",

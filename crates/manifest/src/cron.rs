@@ -13,6 +13,10 @@ use croner::parser::{CronParser, Seconds};
 /// Schedules a worker may declare at most.
 pub const MAX_CRONS: usize = 10;
 
+/// 2000-01-01T00:00:00Z, where the check that a schedule fires at all
+/// starts (any fixed day does: the answer does not depend on it).
+const NEVER_CHECK_FROM_MS: u64 = 946_684_800_000;
+
 /// A parsed cron expression, kept with the text it was written as (which
 /// names it in runs, logs and the admin API).
 #[derive(Clone, Debug)]
@@ -58,10 +62,21 @@ impl FromStr for Schedule {
             .build()
             .parse(text)
             .map_err(|e| e.to_string())?;
-        Ok(Schedule {
+        let schedule = Schedule {
             text: text.split_whitespace().collect::<Vec<_>>().join(" "),
             cron,
-        })
+        };
+        // A schedule with no year field that fires once fires again within
+        // 28 years (the calendar repeats): one that has no tick after a
+        // fixed day never fires at all (`0 0 30 2 *`). Found once here, at
+        // load and deploy, instead of by a node looking for it every tick.
+        if schedule.next_after(NEVER_CHECK_FROM_MS).is_none() {
+            return Err(
+                "it never fires (no such date: check the day of month against the month)"
+                    .to_string(),
+            );
+        }
+        Ok(schedule)
     }
 }
 
@@ -97,6 +112,14 @@ mod tests {
                 .contains("3 fields")
         );
         assert!("61 * * * *".parse::<Schedule>().is_err());
+        for never in ["0 0 30 2 *", "0 0 31 4 *", "0 0 0 31 11 *"] {
+            let e = never.parse::<Schedule>().unwrap_err();
+            assert!(e.contains("never fires"), "{never}: {e}");
+        }
+        // Rare is not never: the 29th of February comes every four years.
+        let leap: Schedule = "0 0 29 2 *".parse().unwrap();
+        // 2026-11-29T10:02:30Z -> 2028-02-29T00:00:00Z
+        assert_eq!(leap.next_after(1_796_032_950_000), Some(1_835_395_200_000));
         assert!("* * * * * * * *".parse::<Schedule>().is_err());
     }
 }

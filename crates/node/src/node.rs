@@ -379,55 +379,81 @@ impl Node {
         let node = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut checked = now_ms();
+            // Each served schedule's next tick, computed when it is first
+            // seen and after it fires: once per tick, not once a second.
+            let mut upcoming: HashMap<(String, String), Option<u64>> = HashMap::new();
             loop {
                 let Some(this) = node.upgrade() else { return };
-                // Wake for the next tick, or after a second to see new
-                // deploys' schedules.
-                let next = this
+                let served: Vec<(String, verge_manifest::Schedule)> = this
                     .registry
                     .all()
-                    .iter()
-                    .flat_map(|(_, live)| live.crons.iter().filter_map(|c| c.next_after(checked)))
+                    .into_iter()
+                    .flat_map(|(worker, live)| {
+                        live.crons
+                            .iter()
+                            .map(|cron| (worker.clone(), cron.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                drop(this);
+                upcoming.retain(|(worker, text), _| {
+                    served
+                        .iter()
+                        .any(|(w, cron)| w == worker && cron.as_str() == text)
+                });
+                for (worker, cron) in &served {
+                    upcoming
+                        .entry((worker.clone(), cron.as_str().to_string()))
+                        .or_insert_with(|| cron.next_after(checked));
+                }
+                // Wake for the next tick, or after a second to see new
+                // deploys' schedules.
+                let next = upcoming
+                    .values()
+                    .flatten()
                     .min()
+                    .copied()
                     .unwrap_or(u64::MAX)
                     .min(checked + 1000);
-                drop(this);
                 let now = now_ms();
                 if next > now {
                     tokio::time::sleep(std::time::Duration::from_millis(next - now)).await;
                 }
                 let Some(this) = node.upgrade() else { return };
                 let now = now_ms();
-                for (worker, live) in this.registry.all() {
-                    for cron in &live.crons {
-                        let mut due = Vec::new();
-                        let mut tick = cron.next_after(checked);
-                        while let Some(t) = tick.filter(|t| *t <= now) {
-                            due.push(t);
-                            tick = cron.next_after(t);
-                        }
-                        if due.len() > MAX_LATE_TICKS {
-                            tracing::warn!(
-                                worker,
-                                cron = cron.as_str(),
-                                "{} ticks were missed while the node was stalled; running the last",
-                                due.len() - 1
-                            );
-                            due.drain(..due.len() - 1);
-                        }
-                        for t in due {
-                            let node = this.clone();
-                            let (worker, cron) = (worker.clone(), cron.as_str().to_string());
-                            tokio::spawn(async move {
-                                if let Err(e) = node.run_tick(&worker, &cron, t).await {
-                                    tracing::warn!(
-                                        worker,
-                                        cron,
-                                        "cannot claim a cron tick, skipping it: {e}"
-                                    );
-                                }
-                            });
-                        }
+                for (worker, cron) in &served {
+                    let key = (worker.clone(), cron.as_str().to_string());
+                    let Some(Some(first)) = upcoming.get(&key).copied() else {
+                        continue;
+                    };
+                    let mut due = Vec::new();
+                    let mut tick = Some(first);
+                    while let Some(t) = tick.filter(|t| *t <= now) {
+                        due.push(t);
+                        tick = cron.next_after(t);
+                    }
+                    upcoming.insert(key, tick);
+                    if due.len() > MAX_LATE_TICKS {
+                        tracing::warn!(
+                            worker,
+                            cron = cron.as_str(),
+                            "{} ticks were missed while the node was stalled; running the last",
+                            due.len() - 1
+                        );
+                        due.drain(..due.len() - 1);
+                    }
+                    for t in due {
+                        let node = this.clone();
+                        let (worker, cron) = (worker.clone(), cron.as_str().to_string());
+                        tokio::spawn(async move {
+                            if let Err(e) = node.run_tick(&worker, &cron, t).await {
+                                tracing::warn!(
+                                    worker,
+                                    cron,
+                                    "cannot claim a cron tick, skipping it: {e}"
+                                );
+                            }
+                        });
                     }
                 }
                 checked = now.max(checked);
