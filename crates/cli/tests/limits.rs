@@ -184,6 +184,37 @@ fn panic_and_trap_are_500_with_the_request_id_in_body_and_log() {
 }
 
 #[test]
+fn a_response_the_guest_finished_reaches_the_client_though_it_fails_after() {
+    let dev = Dev::fixtures("", &[]);
+    // Small and large bodies, the failure before and after the node has
+    // seen the response, and HEAD: the outcome must not depend on timing.
+    let paths = [
+        ("GET", "/finish-then-panic", 6),
+        ("GET", "/finish-then-panic?wait=1", 6),
+        ("GET", "/finish-then-panic?bytes=300000", 300_000),
+        ("GET", "/finish-then-panic?bytes=300000&wait=1", 300_000),
+        ("HEAD", "/finish-then-panic", 0),
+    ];
+    for n in 0..50 {
+        let (method, path, bytes) = paths[n % paths.len()];
+        let reply = dev.send(method, path, &[], None);
+        assert_eq!(reply.status, 200, "{method} {path}: {}", reply.text());
+        let body = reply.body.as_ref().expect("a whole body");
+        assert_eq!(body.len(), bytes, "{method} {path}");
+        if bytes > 0 {
+            assert!(body.ends_with(b"\n"), "{method} {path}");
+        }
+        // The failure is in the log, with the guest's status.
+        let line = logged(&dev, &reply.request_id());
+        assert!(
+            line.contains(" 200 ") && line.contains("reason=panic"),
+            "{line}"
+        );
+        assert!(line.contains("after the response"), "{line}");
+    }
+}
+
+#[test]
 fn failure_details_stay_out_of_responses_unless_dev_shows_them() {
     // `verge dev` opts in to details; the runtime's default (covered in the
     // runtime's tests) keeps them in the log only.

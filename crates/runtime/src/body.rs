@@ -99,6 +99,21 @@ impl Body for LimitedIncoming {
     }
 }
 
+impl Drop for GuestBody {
+    /// A body dropped before its end (a HEAD response, whose body is never
+    /// read, or a client gone): the guest still running finishes on its own
+    /// within its wall limit, so what it does after its response (a panic,
+    /// its last log lines) is still recorded. Its writes to the dropped body
+    /// fail, which ends most guests at once.
+    fn drop(&mut self) {
+        if let (Some(run), Some(record)) = (self.run.take(), self.record.take())
+            && run.is_running()
+        {
+            run.finish_in_background(record);
+        }
+    }
+}
+
 /// Why a response body stopped early. Hyper then ends the connection, so a
 /// client never mistakes a truncated body for a complete one.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +182,9 @@ pub(crate) struct GuestBody {
     record: Option<Record>,
     sent: u64,
     done: bool,
+    /// The guest failed while the body was being sent; its termination is
+    /// recorded.
+    failed: bool,
 }
 
 impl GuestBody {
@@ -181,6 +199,7 @@ impl GuestBody {
             record: Some(record),
             sent: 0,
             done: false,
+            failed: false,
         }
     }
 
@@ -212,15 +231,27 @@ impl GuestBody {
         {
             return self.abort(exceeded);
         }
+        let mut guest_failed = false;
         if let (Some(run), Some(record)) = (&mut self.run, &mut self.record) {
             if let Some(failure) = run.poll_progress(cx, record) {
-                let failure = record.request_body_termination().unwrap_or(failure);
-                return self.abort(failure);
-            }
-            if run.is_running() && run.poll_deadline(cx) {
+                if let Some(exceeded) = record.request_body_termination() {
+                    return self.abort(exceeded);
+                }
+                if record.body_unfinished() {
+                    return self.abort(failure);
+                }
+                record.terminate(failure);
+                guest_failed = true;
+            } else if run.is_running() && run.poll_deadline(cx) {
                 let limit = record.wall_limit();
                 return self.abort(Termination::WallLimit { limit });
             }
+        }
+        if guest_failed {
+            // The guest finished its body before it failed, and is gone (its
+            // instance dropped): what the body holds still goes out whole.
+            self.run = None;
+            self.failed = true;
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -233,13 +264,20 @@ impl GuestBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 // The guest aborted its body (or dropped it unfinished),
-                // perhaps because its request body crossed the limit.
+                // perhaps because its request body crossed the limit, or
+                // failed before finishing it.
                 if let Some(exceeded) = self
                     .record
                     .as_ref()
                     .and_then(Record::request_body_termination)
                 {
                     return self.abort(exceeded);
+                }
+                if self.failed {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(BodyAborted(format!(
+                        "the worker failed before finishing the body: {e}"
+                    )))));
                 }
                 self.done = true;
                 self.run = None;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::oneshot::{self, error::TryRecvError};
@@ -27,7 +28,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::body::{HostOutgoingBody, HyperOutgoingBody};
 
 use crate::body::{GuestBody, LimitedIncoming, RequestBody, ResponseBody};
 use crate::cpu::{CpuMeter, Metered};
@@ -198,6 +199,8 @@ pub(crate) struct Record {
     collected: (Vec<crate::guest_log::LogLine>, usize),
     /// Raised by the request body when it crosses the body limit.
     request_body_exceeded: Arc<AtomicBool>,
+    /// The guest failed with an outgoing body it had not finished.
+    body_unfinished: bool,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -215,6 +218,17 @@ impl Record {
             Ok(()) => None,
             Err(error) => Some(classify(&error, &self.meter, &instance)),
         };
+        if failure.is_some() {
+            // `outgoing-body.finish` takes the body out of the table: one
+            // still there was left unfinished (an ended stream would
+            // otherwise look whole to the client).
+            self.body_unfinished = instance
+                .store
+                .data_mut()
+                .table
+                .iter_mut()
+                .any(|entry| entry.is::<HostOutgoingBody>());
+        }
         self.collect_logs(&instance.log);
         self.logs = None;
         instance.served += 1;
@@ -242,6 +256,11 @@ impl Record {
                 limit: self.worker.limits.body,
             })
     }
+    /// Whether the guest failed before finishing a body it was writing.
+    pub(crate) fn body_unfinished(&self) -> bool {
+        self.body_unfinished
+    }
+
     pub(crate) fn wall_limit(&self) -> Duration {
         self.worker.limits.wall
     }
@@ -327,6 +346,7 @@ impl Worker {
             logs: None,
             collected: (Vec::new(), 0),
             request_body_exceeded: Arc::new(AtomicBool::new(false)),
+            body_unfinished: false,
             _permit: None,
         };
 
@@ -428,7 +448,10 @@ impl Worker {
             );
         }
         if let Some(failure) = failure {
-            return host_response(record, failure);
+            return match response {
+                Some(Ok(response)) => finished_then_failed(record, response, failure),
+                _ => host_response(record, failure),
+            };
         }
         match response {
             Some(Ok(response)) => guest_response(record, response, run),
@@ -483,6 +506,46 @@ fn host_response(mut record: Record, termination: Termination) -> Response<Respo
     add_node_headers(response.headers_mut(), &record);
     record.terminate(termination);
     response
+}
+
+/// The response of a guest that set it and then failed. Its instance is
+/// gone, so the body holds all it ever will: a body the guest finished goes
+/// to the client whole, with the guest's status (the failure goes to the
+/// log, the tail and the metrics); an unfinished one gets the failure's
+/// response instead.
+fn finished_then_failed(
+    mut record: Record,
+    response: hyper::Response<HyperOutgoingBody>,
+    failure: Termination,
+) -> Response<ResponseBody> {
+    if record.body_unfinished() {
+        return host_response(record, failure);
+    }
+    let limit = record.body_limit();
+    let (mut parts, mut body) = response.into_parts();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut bytes = Vec::new();
+    let complete = loop {
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if bytes.len() as u64 + data.len() as u64 > limit {
+                        break false;
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Poll::Ready(None) => break true,
+            Poll::Ready(Some(Err(_))) | Poll::Pending => break false,
+        }
+    };
+    if !complete {
+        return host_response(record, failure);
+    }
+    record.status = parts.status.as_u16();
+    add_node_headers(&mut parts.headers, &record);
+    record.terminate(failure);
+    Response::from_parts(parts, ResponseBody::full(Bytes::from(bytes)))
 }
 
 /// The guest's response, with its body still being produced by the guest.
