@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::node::{Node, PgSchema, Tail, eventually, fixtures, worker};
+use common::node::{Node, PgSchema, Tail, eventually, fixtures, two_nodes_on_postgres, worker};
 use common::{Reply, agent, succeed, verge};
 
 /// docs/cluster/nginx.conf with this test's ports: nginx on `listen`, the
@@ -239,10 +239,7 @@ fn splice(a: TcpStream, b: TcpStream) {
 
 #[test]
 fn nodes_behind_a_load_balancer_share_the_load_and_survive_one_of_them_dying() {
-    let schema = PgSchema::new();
-    let store = ["--store", &schema.url, "--store-schema", &schema.name];
-    let a = Node::start(&store);
-    let b = Node::start(&store);
+    let (_schema, a, b) = two_nodes_on_postgres();
     let project = worker("app", &fixtures(), "[vars]\nVERSION = \"one\"\n");
     succeed(a.cli().arg("deploy").arg(project.path()));
     eventually("the deploy reaching b", || {
@@ -283,10 +280,7 @@ fn nodes_behind_a_load_balancer_share_the_load_and_survive_one_of_them_dying() {
 
 #[test]
 fn a_tail_on_one_node_shows_the_requests_every_node_serves() {
-    let schema = PgSchema::new();
-    let store = ["--store", &schema.url, "--store-schema", &schema.name];
-    let a = Node::start(&store);
-    let b = Node::start(&store);
+    let (schema, a, b) = two_nodes_on_postgres();
     let project = worker("app", &fixtures(), "");
     succeed(a.cli().arg("deploy").arg(project.path()));
     eventually("the deploy reaching b", || {
@@ -319,7 +313,13 @@ fn a_tail_on_one_node_shows_the_requests_every_node_serves() {
     assert_eq!(nodes.len(), 2, "requests from both nodes: {events:#?}");
 
     // With LISTEN off, a node cannot receive relays and says so.
-    let c = Node::start(&[&store[..], &["--no-store-listen"]].concat());
+    let c = Node::start(&[
+        "--store",
+        &schema.url,
+        "--store-schema",
+        &schema.name,
+        "--no-store-listen",
+    ]);
     let alone = Tail::start(&c, &["--name", "app"]);
     assert!(
         alone.banner.contains("alone") && alone.banner.contains("store_listen"),

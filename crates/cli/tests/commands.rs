@@ -5,30 +5,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::node::{Node, TOKEN, fixtures, worker};
-use common::{succeed, verge};
+use common::{run_with_stdin, succeed, verge};
 
 const WRONG: &str = "wrong-token-0123456789";
-
-/// Runs `command` with `stdin` piped in; returns its output.
-fn run_with_stdin(command: &mut Command, stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn failed(output: &Output) -> String {
     assert!(

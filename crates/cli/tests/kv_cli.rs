@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use common::{Dev, verge};
+use common::{Dev, run_with_stdin, verge};
 
 fn kv(dir: &std::path::Path, args: &[&str]) -> Output {
     verge()
@@ -71,8 +70,8 @@ fn keys_round_trip_and_list_as_json() {
             file.to_str().unwrap(),
         ],
     ));
-    let mut child = verge()
-        .args([
+    let put = run_with_stdin(
+        verge().args([
             "kv",
             "--dir",
             d.to_str().unwrap(),
@@ -81,17 +80,10 @@ fn keys_round_trip_and_list_as_json() {
             "c",
             "-n",
             "todos",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"from stdin")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+        ]),
+        "from stdin",
+    );
+    assert!(put.status.success(), "{put:?}");
 
     assert_eq!(
         ok(kv(d, &["key", "get", "a", "-n", "todos"])),

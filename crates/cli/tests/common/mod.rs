@@ -341,6 +341,21 @@ pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<St
     lines
 }
 
+/// Runs `command` with `stdin` piped in; returns its output.
+pub fn run_with_stdin(command: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command that fails before reading its stdin may already have
+    // closed it: its output says why, not this write.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
 /// An HTTP client that returns every status as a response.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

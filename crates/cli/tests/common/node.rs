@@ -212,6 +212,16 @@ impl Drop for PgSchema {
     }
 }
 
+/// Two nodes sharing a fresh PostgreSQL schema (dropped with the first
+/// element).
+pub fn two_nodes_on_postgres() -> (PgSchema, Node, Node) {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let a = Node::start(&store);
+    let b = Node::start(&store);
+    (schema, a, b)
+}
+
 /// Waits until `check` holds, up to 10 s; returns how long it took.
 pub fn eventually(what: &str, check: impl Fn() -> bool) -> std::time::Duration {
     let started = std::time::Instant::now();
