@@ -3,11 +3,12 @@
 directories: README's first command (the `verge` binary, then the example
 worker) and what README's test command adds on top.
 
-    python3 bench/build.py [--keep]
+    python3 bench/build.py [--rev REV] [--keep]
 
 Downloads are taken out of the figures (`cargo fetch` runs first, timed on
 its own); the machine should be otherwise idle. The clone goes to a temporary
-directory, removed afterwards unless --keep is given.
+directory, removed afterwards unless --keep is given; --rev times another
+commit (to compare a build change with the commit before it).
 """
 
 import os
@@ -36,9 +37,12 @@ def size(path):
 
 def main():
     keep = "--keep" in sys.argv
+    rev = sys.argv[sys.argv.index("--rev") + 1] if "--rev" in sys.argv else "HEAD"
     work = tempfile.mkdtemp(prefix="verge-build-")
     clone = os.path.join(work, "verge")
-    subprocess.run(["git", "clone", "--quiet", ROOT, clone], check=True)
+    subprocess.run(["git", "clone", "--quiet", "--no-checkout", ROOT, clone], check=True)
+    subprocess.run(["git", "checkout", "--quiet", rev], cwd=clone, check=True)
+    print(f"timing {rev} in {clone}", flush=True)
     try:
         fetch = timed("cargo fetch", ["cargo", "fetch", "--locked"], clone)
         host = timed("verge binary (debug)", ["cargo", "build", "--locked", "-p", "verge"], clone)

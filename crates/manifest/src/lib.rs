@@ -79,6 +79,9 @@ pub struct LimitsSection {
     pub instance_reuse: Option<u32>,
     /// Outbound HTTP requests one request may make.
     pub subrequests: Option<u32>,
+    /// Requests this worker may run at once, below the node's share per
+    /// worker.
+    pub concurrency: Option<u32>,
 }
 
 /// One `[[kv_namespaces]]` entry: the guest opens `namespace` as `binding`.
@@ -358,6 +361,7 @@ impl Manifest {
             ("memory_mib", limits.memory_mib),
             ("body_mib", limits.body_mib),
             ("instance_reuse", limits.instance_reuse.map(u64::from)),
+            ("concurrency", limits.concurrency.map(u64::from)),
         ];
         for (key, value) in positive {
             if value == Some(0) {
@@ -480,7 +484,7 @@ mod tests {
     fn full_manifest() {
         let m = parse(
             "name = \"api\"\ncomponent = \"out/api.wasm\"\n[vars]\nGREETING = \"hi\"\n\
-             [limits]\ncpu_ms = 10\nwall_ms = 2000\nmemory_mib = 64\nbody_mib = 1\ninstance_reuse = 8\n",
+             [limits]\ncpu_ms = 10\nwall_ms = 2000\nmemory_mib = 64\nbody_mib = 1\ninstance_reuse = 8\nconcurrency = 4\n",
         )
         .unwrap();
         assert_eq!(
@@ -497,6 +501,7 @@ mod tests {
                 body_mib: Some(1),
                 instance_reuse: Some(8),
                 subrequests: None,
+                concurrency: Some(4),
             }
         );
     }

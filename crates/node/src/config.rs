@@ -85,6 +85,9 @@ pub struct NodeConfig {
     pub ceilings: Limits,
     /// Requests running at once, all workers together.
     pub max_instances: u32,
+    /// Requests one worker may run at once (all its versions together), so
+    /// that no worker takes every instance.
+    pub max_instances_per_worker: u32,
     /// How long a request waits for a free instance before a 503.
     pub queue_timeout: Duration,
     /// How long requests in flight may take to finish on shutdown.
@@ -117,6 +120,7 @@ pub struct ConfigLayer {
     #[serde(default)]
     pub admin_tokens: Vec<AdminToken>,
     pub max_instances: Option<u32>,
+    pub max_instances_per_worker: Option<u32>,
     pub queue_timeout_ms: Option<u64>,
     pub drain_timeout_s: Option<u64>,
     pub pooling: Option<bool>,
@@ -192,6 +196,9 @@ impl ConfigLayer {
                 .chain(lower.admin_tokens)
                 .collect(),
             max_instances: self.max_instances.or(lower.max_instances),
+            max_instances_per_worker: self
+                .max_instances_per_worker
+                .or(lower.max_instances_per_worker),
             queue_timeout_ms: self.queue_timeout_ms.or(lower.queue_timeout_ms),
             drain_timeout_s: self.drain_timeout_s.or(lower.drain_timeout_s),
             pooling: self.pooling.or(lower.pooling),
@@ -330,6 +337,21 @@ impl NodeConfig {
                 "it is how many requests may run at once; the default is 1000",
             ));
         }
+        // Half the node by default: a worker flooded with slow requests
+        // leaves the other half to everyone else.
+        let max_instances_per_worker = layer
+            .max_instances_per_worker
+            .unwrap_or((max_instances / 2).max(1));
+        if max_instances_per_worker == 0 || max_instances_per_worker > max_instances {
+            return Err(error(
+                format!(
+                    "`max_instances_per_worker` (--max-instances-per-worker) is \
+                     {max_instances_per_worker}, outside 1..={max_instances} (`max_instances`)"
+                ),
+                "it is how many requests one worker may run at once; the default is half of \
+                 max_instances",
+            ));
+        }
         let kv_cache_mib = layer.kv_cache_mib.unwrap_or(DEFAULT_KV_CACHE_MIB);
         if kv_cache_mib > 1024 * 1024 {
             return Err(error(
@@ -348,6 +370,7 @@ impl NodeConfig {
             admin_tokens: layer.admin_tokens,
             ceilings,
             max_instances,
+            max_instances_per_worker,
             queue_timeout: Duration::from_millis(layer.queue_timeout_ms.unwrap_or(1000)),
             drain_timeout: Duration::from_secs(layer.drain_timeout_s.unwrap_or(30)),
             pooling: layer.pooling.unwrap_or(true),

@@ -50,6 +50,7 @@ pub struct Metrics {
     kv_ops: Family<WorkerLabel, Counter>,
     compiles: Family<CacheLabels, Counter>,
     instances_busy: Gauge,
+    worker_instances_busy: Family<WorkerLabel, Gauge>,
     instances_idle: Gauge,
     workers: Gauge,
     kv_cache_hits: Counter,
@@ -86,6 +87,7 @@ impl Metrics {
         let kv_ops = Family::<WorkerLabel, Counter>::default();
         let compiles = Family::<CacheLabels, Counter>::default();
         let instances_busy = Gauge::default();
+        let worker_instances_busy = Family::<WorkerLabel, Gauge>::default();
         let instances_idle = Gauge::default();
         let workers = Gauge::default();
         registry.register(
@@ -122,6 +124,11 @@ impl Metrics {
             "instances_busy",
             "Instances serving a request now",
             instances_busy.clone(),
+        );
+        registry.register(
+            "worker_instances_busy",
+            "Instances serving a request now, by worker (its versions together)",
+            worker_instances_busy.clone(),
         );
         registry.register(
             "instances_idle",
@@ -162,6 +169,7 @@ impl Metrics {
             kv_ops,
             compiles,
             instances_busy,
+            worker_instances_busy,
             instances_idle,
             workers,
             kv_cache_hits,
@@ -218,6 +226,7 @@ impl Metrics {
     pub fn encode(
         &self,
         busy: u32,
+        busy_by_worker: &[(String, u32)],
         idle: u32,
         workers: usize,
         kv_cache: Option<&CachedStore>,
@@ -238,6 +247,14 @@ impl Metrics {
             self.kv_cache_bytes.set(cache.bytes() as i64);
         }
         self.instances_busy.set(i64::from(busy));
+        self.worker_instances_busy.clear();
+        for (worker, busy) in busy_by_worker {
+            self.worker_instances_busy
+                .get_or_create(&WorkerLabel {
+                    worker: worker.clone(),
+                })
+                .set(i64::from(*busy));
+        }
         self.instances_idle.set(i64::from(idle));
         self.workers.set(workers as i64);
         let mut out = String::new();

@@ -169,6 +169,7 @@ impl Node {
         let runtime = Runtime::new(RuntimeConfig {
             ceilings: config.ceilings,
             max_instances: config.max_instances,
+            max_instances_per_worker: config.max_instances_per_worker,
             queue_timeout: config.queue_timeout,
             pooling: config.pooling,
             cache_dir: Some(config.data_dir.join("compiled")),

@@ -30,6 +30,7 @@ pub fn worker_spec(
         expose_errors,
         kv,
         outbound: allowed_hosts(manifest),
+        concurrency: manifest.limits.concurrency,
     }
 }
 

@@ -201,7 +201,11 @@ pub(crate) struct Record {
     request_body_exceeded: Arc<AtomicBool>,
     /// The guest failed with an outgoing body it had not finished.
     body_unfinished: bool,
+    /// Held while the request runs: the node's instance, the worker's share
+    /// and this version's cap.
     _permit: Option<OwnedSemaphorePermit>,
+    _worker_permit: Option<OwnedSemaphorePermit>,
+    _own_permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Record {
@@ -348,6 +352,8 @@ impl Worker {
             request_body_exceeded: Arc::new(AtomicBool::new(false)),
             body_unfinished: false,
             _permit: None,
+            _worker_permit: None,
+            _own_permit: None,
         };
 
         if declared_length(request.headers()).is_some_and(|n| n > self.limits.body) {
@@ -358,18 +364,36 @@ impl Worker {
                 },
             );
         }
-        let permits = self.runtime.permits.clone();
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let wait = self.runtime.config.queue_timeout;
-                match tokio::time::timeout(wait, permits.acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => return host_response(record, Termination::Overloaded),
-                }
+        // Admission: this version's cap, then the worker's share of the
+        // node, then the node's instances, all within one queue timeout. A
+        // worker flooded with requests queues on its own share, so other
+        // workers' requests still find instances free.
+        let queue_until = tokio::time::Instant::now() + self.runtime.config.queue_timeout;
+        if let Some((own, limit)) = &self.own_slots {
+            match acquire(own, queue_until).await {
+                Some(permit) => record._own_permit = Some(permit),
+                None => return host_response(record, Termination::WorkerBusy { limit: *limit }),
             }
-        };
-        record._permit = Some(permit);
+        }
+        match acquire(&self.slots, queue_until).await {
+            Some(permit) => record._worker_permit = Some(permit),
+            None => {
+                let config = &self.runtime.config;
+                let limit = config.max_instances_per_worker;
+                // A share as large as the node (`verge dev`'s one worker) is
+                // the node's limit.
+                let termination = if limit >= config.max_instances {
+                    Termination::Overloaded
+                } else {
+                    Termination::WorkerBusy { limit }
+                };
+                return host_response(record, termination);
+            }
+        }
+        match acquire(&self.runtime.permits, queue_until).await {
+            Some(permit) => record._permit = Some(permit),
+            None => return host_response(record, Termination::Overloaded),
+        }
 
         let mut instance = match self.take_idle() {
             Some(mut instance) => {
@@ -475,6 +499,20 @@ impl Worker {
             ),
         }
     }
+}
+
+/// A permit of `semaphore`, waiting until `until` at the most.
+async fn acquire(
+    semaphore: &Arc<tokio::sync::Semaphore>,
+    until: tokio::time::Instant,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    tokio::time::timeout_at(until, semaphore.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
 }
 
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -56,6 +56,9 @@ pub enum Termination {
     NoResponse { detail: String },
     /// Every instance slot was busy for longer than the queue timeout.
     Overloaded,
+    /// The worker had as many requests running as it may, for longer than
+    /// the queue timeout: its share of the node, or its manifest's cap.
+    WorkerBusy { limit: u32 },
     /// The request could not be handed to the guest (malformed on arrival).
     BadRequest { detail: String },
 }
@@ -64,9 +67,9 @@ impl Termination {
     /// The status a client sees when this happens before the response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Termination::CpuLimit { .. } | Termination::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Termination::CpuLimit { .. }
+            | Termination::Overloaded
+            | Termination::WorkerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Termination::WallLimit { .. } => StatusCode::GATEWAY_TIMEOUT,
             Termination::RequestBodyLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Termination::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -90,6 +93,7 @@ impl Termination {
             Termination::Trap { .. } => "trap",
             Termination::NoResponse { .. } => "no-response",
             Termination::Overloaded => "overloaded",
+            Termination::WorkerBusy { .. } => "worker-concurrency",
             Termination::BadRequest { .. } => "bad-request",
         }
     }
@@ -116,6 +120,9 @@ impl Termination {
             Termination::Trap { .. } => "the worker crashed (trap)".into(),
             Termination::NoResponse { .. } => "the worker did not produce a response".into(),
             Termination::Overloaded => "the node is at its instance limit; retry shortly".into(),
+            Termination::WorkerBusy { limit } => {
+                format!("the worker is at its limit of {limit} requests at once; retry shortly")
+            }
             Termination::BadRequest { detail } => format!("bad request: {detail}"),
         }
     }
@@ -149,6 +156,9 @@ impl fmt::Display for Termination {
             }
             Termination::ResponseBodyLimit { limit } => {
                 write!(f, "limit=response-body limit={}", bytes(*limit))
+            }
+            Termination::WorkerBusy { limit } => {
+                write!(f, "limit=worker-concurrency limit={limit}")
             }
             other => {
                 write!(f, "reason={}", other.reason())?;

@@ -26,6 +26,9 @@ pub struct RuntimeConfig {
     pub ceilings: Limits,
     /// Requests running at once on this node, all workers together.
     pub max_instances: u32,
+    /// Requests one worker (by name, all its versions together) may run at
+    /// once; a worker's manifest may ask for fewer.
+    pub max_instances_per_worker: u32,
     /// How long a request waits for a free instance before a 503.
     pub queue_timeout: Duration,
     /// Use the pooling instance allocator when the machine allows it.
@@ -44,6 +47,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             ceilings: Limits::default(),
             max_instances: 1000,
+            max_instances_per_worker: 1000,
             queue_timeout: Duration::from_secs(1),
             pooling: true,
             cache_dir: None,
@@ -66,6 +70,8 @@ pub struct Runtime {
     pub(crate) config: RuntimeConfig,
     /// Instances parked for reuse, all workers together.
     pub(crate) idle_instances: AtomicU32,
+    /// Each worker's share of the instances, by worker name.
+    worker_slots: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
     pooling: bool,
 }
 
@@ -77,6 +83,11 @@ impl Runtime {
         if config.max_instances == 0 {
             return Err(RuntimeError::Config(
                 "max_instances must be at least 1".into(),
+            ));
+        }
+        if config.max_instances_per_worker == 0 {
+            return Err(RuntimeError::Config(
+                "max_instances_per_worker must be at least 1".into(),
             ));
         }
         let (engine, pooling) = build_engine(&config)?;
@@ -101,8 +112,41 @@ impl Runtime {
             permits,
             config,
             idle_instances: AtomicU32::new(0),
+            worker_slots: std::sync::Mutex::default(),
             pooling,
         }))
+    }
+
+    /// The instances worker `name` may hold at once, shared by its versions
+    /// (old and new ones during a deploy, stable and canary).
+    pub(crate) fn worker_slots(&self, name: &str) -> Arc<Semaphore> {
+        let mut slots = self.worker_slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.config.max_instances_per_worker as usize,
+                ))
+            })
+            .clone()
+    }
+
+    /// Instances serving a request now, by worker name (workers with none
+    /// busy included, once they have been loaded).
+    pub fn instances_busy_by_worker(&self) -> Vec<(String, u32)> {
+        let slots = self.worker_slots.lock().unwrap_or_else(|p| p.into_inner());
+        let cap = self.config.max_instances_per_worker;
+        let mut busy: Vec<(String, u32)> = slots
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    cap.saturating_sub(s.available_permits() as u32),
+                )
+            })
+            .collect();
+        busy.sort();
+        busy
     }
 
     /// Instances serving a request now, all workers together.

@@ -37,6 +37,9 @@ pub struct WorkerSpec {
     pub kv: KvBindings,
     /// Where the guest may send outbound HTTP requests (nowhere by default).
     pub outbound: AllowedHosts,
+    /// Requests this version may run at once, below the node's share per
+    /// worker (`None`: that share alone).
+    pub concurrency: Option<u32>,
 }
 
 impl WorkerSpec {
@@ -51,6 +54,7 @@ impl WorkerSpec {
             expose_errors: false,
             kv: KvBindings::default(),
             outbound: AllowedHosts::none(),
+            concurrency: None,
         }
     }
 }
@@ -68,6 +72,10 @@ pub struct Worker {
     pub(crate) kv: KvBindings,
     pub(crate) outbound: AllowedHosts,
     pub(crate) pre: ProxyPre<InstanceState>,
+    /// The worker's share of the node's instances, shared with its other
+    /// versions, and this version's own cap from its manifest.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) own_slots: Option<(Arc<tokio::sync::Semaphore>, u32)>,
     idle: Mutex<Vec<Instance>>,
     /// Keeps the compiled code shared with other workers of the same bytes.
     _code: CodeToken,
@@ -82,8 +90,20 @@ impl Worker {
         pre: ProxyPre<InstanceState>,
         code: CodeToken,
     ) -> Worker {
+        let slots = runtime.worker_slots(&spec.name);
+        let own_slots = spec
+            .concurrency
+            .filter(|n| *n < runtime.config.max_instances_per_worker)
+            .map(|n| {
+                (
+                    Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)),
+                    n.max(1),
+                )
+            });
         Worker {
             runtime,
+            slots,
+            own_slots,
             name: spec.name.into(),
             hash,
             imports,

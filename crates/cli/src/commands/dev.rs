@@ -122,6 +122,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             subrequests: args.max_subrequests,
         },
         max_instances: args.max_instances,
+        // One worker: its share is the whole node (a manifest's
+        // `concurrency` still applies).
+        max_instances_per_worker: args.max_instances.max(1),
         queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         pooling: !args.no_pooling,

@@ -62,6 +62,11 @@ pub struct ServeArgs {
     #[arg(long, env = "VERGE_MAX_INSTANCES")]
     max_instances: Option<u32>,
 
+    /// Requests one worker may run at once, all its versions together
+    /// [default: half of --max-instances].
+    #[arg(long, env = "VERGE_MAX_INSTANCES_PER_WORKER")]
+    max_instances_per_worker: Option<u32>,
+
     /// How long a request waits for a free instance before a 503 [default: 1000].
     #[arg(long, env = "VERGE_QUEUE_TIMEOUT_MS")]
     queue_timeout_ms: Option<u64>,
@@ -132,6 +137,7 @@ impl ServeArgs {
             domain: self.domain.clone(),
             admin_tokens,
             max_instances: self.max_instances,
+            max_instances_per_worker: self.max_instances_per_worker,
             queue_timeout_ms: self.queue_timeout_ms,
             drain_timeout_s: self.drain_timeout_s,
             pooling: self.no_pooling.then_some(false),

@@ -21,6 +21,7 @@ pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse 
     let node = &state.node;
     let text = node.metrics.encode(
         node.runtime.instances_busy(),
+        &node.runtime.instances_busy_by_worker(),
         node.runtime.instances_idle(),
         node.registry.len(),
         node.stores().kv_cache.as_deref(),

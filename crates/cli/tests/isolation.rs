@@ -1,0 +1,115 @@
+//! Workers sharing a node: one worker's load cannot take what the others
+//! need.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::node::{Node, TOKEN, fixtures, worker};
+use common::succeed;
+
+/// Sends `count` requests for `path` to worker `host` at once; returns each
+/// one's status and body, in the order they finished.
+fn at_once(node: &Node, host: &str, path: &str, count: usize) -> Vec<(u16, String)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .map(|_| {
+                scope.spawn(|| {
+                    let reply = node.get(host, path);
+                    (reply.status, reply.text())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn a_worker_takes_at_most_its_share_of_the_instances() {
+    let node = Node::start(&[
+        "--max-instances",
+        "4",
+        "--max-instances-per-worker",
+        "2",
+        "--queue-timeout-ms",
+        "200",
+    ]);
+    let busy = worker("busy", &fixtures(), "");
+    let capped = worker("capped", &fixtures(), "[limits]\nconcurrency = 1\n");
+    let other = worker("other", &fixtures(), "");
+    for project in [&busy, &capped, &other] {
+        succeed(node.cli().arg("deploy").arg(project.path()));
+    }
+
+    std::thread::scope(|scope| {
+        // Three slow requests for a worker whose share is two: two run, the
+        // third is refused after the queue timeout, naming the limit.
+        let flood = scope.spawn(|| at_once(&node, "busy.localhost", "/sleep?ms=1500", 3));
+        // Meanwhile the node's other instances serve another worker.
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let reply = node.get("other.localhost", "/plain");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        let metrics = node.admin_call("GET", "/metrics", None, None).text();
+        assert!(
+            metrics.contains("verge_worker_instances_busy{worker=\"busy\"} 2"),
+            "{metrics}"
+        );
+
+        let mut results = flood.join().unwrap();
+        results.sort();
+        assert_eq!(results[0].0, 200, "{results:?}");
+        assert_eq!(results[1].0, 200, "{results:?}");
+        assert_eq!(results[2].0, 503, "{results:?}");
+        assert!(
+            results[2]
+                .1
+                .contains("the worker is at its limit of 2 requests at once"),
+            "{results:?}"
+        );
+    });
+    let line = node
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("limit=worker-concurrency"))
+        .expect("the refusal is logged");
+    assert!(line.contains("limit=2") && line.contains(" 503 "), "{line}");
+
+    // A manifest may ask for fewer than the node's share.
+    let mut results = at_once(&node, "capped.localhost", "/sleep?ms=800", 2);
+    results.sort();
+    assert_eq!((results[0].0, results[1].0), (200, 503), "{results:?}");
+    assert!(results[1].1.contains("limit of 1 requests"), "{results:?}");
+
+    // Everything is free again afterwards.
+    let metrics = node.admin_call("GET", "/metrics", Some(TOKEN), None).text();
+    assert!(
+        metrics.contains("verge_worker_instances_busy{worker=\"busy\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("verge_instances_busy 0"), "{metrics}");
+}
+
+#[test]
+fn a_share_above_the_node_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let output = common::verge()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--max-instances", "4", "--max-instances-per-worker", "5"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("VERGE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("`max_instances_per_worker`"), "{error}");
+    assert!(error.contains("outside 1..=4"), "{error}");
+}
