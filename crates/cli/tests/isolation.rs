@@ -113,3 +113,89 @@ fn a_share_above_the_node_is_refused_at_start() {
     assert!(error.contains("`max_instances_per_worker`"), "{error}");
     assert!(error.contains("outside 1..=4"), "{error}");
 }
+
+/// Opens a connection to `node`'s data plane and sends the headers of a
+/// POST to `path` on `host` announcing `length` body bytes, then `body`.
+fn start_upload(
+    node: &Node,
+    host: &str,
+    path: &str,
+    length: usize,
+    body: &[u8],
+) -> std::net::TcpStream {
+    use std::io::Write;
+    let address = node.data.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {length}\r\n\r\n"
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    stream
+}
+
+/// The status line of the answer on `stream`, read within 10 s.
+fn status_line(stream: &mut std::net::TcpStream) -> String {
+    use std::io::{BufRead, BufReader};
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+#[test]
+fn slow_request_bodies_get_408_and_hold_no_instance() {
+    let node = Node::start(&["--max-instances", "2", "--body-read-timeout-ms", "1500"]);
+    let app = worker("app", &fixtures(), "");
+    succeed(node.cli().arg("deploy").arg(app.path()));
+
+    // Ten clients announce 100,000 bytes and trickle them a byte at a time:
+    // none reaches the guest, so the node's two instances stay free.
+    let mut trickling: Vec<_> = (0..10)
+        .map(|_| start_upload(&node, "app.localhost", "/consume", 100_000, b"x"))
+        .collect();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        for stream in &mut trickling {
+            use std::io::Write;
+            let _ = stream.write_all(b"x");
+        }
+        let reply = node.get("app.localhost", "/plain");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let metrics = node.admin_call("GET", "/metrics", None, None).text();
+    assert!(metrics.contains("verge_instances_busy 0"), "{metrics}");
+    for stream in &mut trickling {
+        assert_eq!(status_line(stream), "HTTP/1.1 408 Request Timeout");
+    }
+
+    // A client that sends the start of its body, then stops: the guest has
+    // begun reading it, and the node answers 408 when nothing more comes.
+    let mut stalled = start_upload(
+        &node,
+        "app.localhost",
+        "/consume",
+        300_000,
+        &[b'y'; 100_000],
+    );
+    assert_eq!(status_line(&mut stalled), "HTTP/1.1 408 Request Timeout");
+    let line = node
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("POST /consume 408") && l.contains("limit=request-body-timeout"));
+    assert!(line.is_some(), "{:?}", node.stderr());
+
+    // A body that comes at once is read whole, past the part read before
+    // the guest starts.
+    let mut whole = start_upload(
+        &node,
+        "app.localhost",
+        "/consume",
+        200_000,
+        &[b'z'; 200_000],
+    );
+    assert_eq!(status_line(&mut whole), "HTTP/1.1 200 OK");
+}

@@ -90,6 +90,11 @@ pub struct NodeConfig {
     pub max_instances_per_worker: u32,
     /// How long a request waits for a free instance before a 503.
     pub queue_timeout: Duration,
+    /// How long a client may take to send a request's headers (then the
+    /// connection is closed).
+    pub header_read_timeout: Duration,
+    /// How long a client may send nothing of a request body (then 408).
+    pub body_read_timeout: Duration,
     /// How long requests in flight may take to finish on shutdown.
     pub drain_timeout: Duration,
     /// Use the pooling instance allocator where the machine allows it.
@@ -122,6 +127,8 @@ pub struct ConfigLayer {
     pub max_instances: Option<u32>,
     pub max_instances_per_worker: Option<u32>,
     pub queue_timeout_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
     pub drain_timeout_s: Option<u64>,
     pub pooling: Option<bool>,
     pub error_detail: Option<bool>,
@@ -200,6 +207,8 @@ impl ConfigLayer {
                 .max_instances_per_worker
                 .or(lower.max_instances_per_worker),
             queue_timeout_ms: self.queue_timeout_ms.or(lower.queue_timeout_ms),
+            header_read_timeout_ms: self.header_read_timeout_ms.or(lower.header_read_timeout_ms),
+            body_read_timeout_ms: self.body_read_timeout_ms.or(lower.body_read_timeout_ms),
             drain_timeout_s: self.drain_timeout_s.or(lower.drain_timeout_s),
             pooling: self.pooling.or(lower.pooling),
             error_detail: self.error_detail.or(lower.error_detail),
@@ -352,6 +361,23 @@ impl NodeConfig {
                  max_instances",
             ));
         }
+        let timeout = |value: Option<u64>, key: &str, flag: &str| match value.unwrap_or(10_000) {
+            0 => Err(error(
+                format!("`{key}` ({flag}) must be at least 1 ms"),
+                "the default is 10000 (10 s), as nginx's client_body_timeout is 60 s",
+            )),
+            ms => Ok(Duration::from_millis(ms)),
+        };
+        let header_read_timeout = timeout(
+            layer.header_read_timeout_ms,
+            "header_read_timeout_ms",
+            "--header-read-timeout-ms",
+        )?;
+        let body_read_timeout = timeout(
+            layer.body_read_timeout_ms,
+            "body_read_timeout_ms",
+            "--body-read-timeout-ms",
+        )?;
         let kv_cache_mib = layer.kv_cache_mib.unwrap_or(DEFAULT_KV_CACHE_MIB);
         if kv_cache_mib > 1024 * 1024 {
             return Err(error(
@@ -372,6 +398,8 @@ impl NodeConfig {
             max_instances,
             max_instances_per_worker,
             queue_timeout: Duration::from_millis(layer.queue_timeout_ms.unwrap_or(1000)),
+            header_read_timeout,
+            body_read_timeout,
             drain_timeout: Duration::from_secs(layer.drain_timeout_s.unwrap_or(30)),
             pooling: layer.pooling.unwrap_or(true),
             error_detail: layer.error_detail.unwrap_or(false),

@@ -171,6 +171,7 @@ impl Node {
             max_instances: config.max_instances,
             max_instances_per_worker: config.max_instances_per_worker,
             queue_timeout: config.queue_timeout,
+            body_read_timeout: config.body_read_timeout,
             pooling: config.pooling,
             cache_dir: Some(config.data_dir.join("compiled")),
             sink,

@@ -153,7 +153,7 @@ pub async fn serve(node: Arc<Node>, bound: Bound, shutdown: impl Future<Output =
     });
     let options = ServeOptions {
         drain_timeout: node.config.drain_timeout,
-        ..ServeOptions::default()
+        header_read_timeout: node.config.header_read_timeout,
     };
     let data = serve_data(bound.data, node.registry.clone(), options, wait(stopped));
     tokio::pin!(data);

@@ -1,6 +1,7 @@
 //! Request and response bodies as they cross the node: counted against the
 //! body limit, streamed frame by frame, never buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +29,133 @@ pub(crate) struct LimitedIncoming {
 /// Where a request body comes from: a client's connection, or the node
 /// itself (a scheduled run), whole.
 pub(crate) enum RequestBody {
-    Incoming(Incoming),
+    Incoming(ClientBody),
     Whole(Option<Bytes>),
+}
+
+/// Bytes of a request body read before an instance is taken for it: a
+/// client has to send this much (or its whole body, if smaller) before its
+/// request holds anything but a connection and this buffer.
+pub(crate) const PRE_READ: usize = 64 * 1024;
+
+/// A client's request body: what was read before the guest started, then
+/// the rest from the connection, failing when no data comes for the body
+/// read timeout (and raising `timed_out`, so the node answers 408).
+pub(crate) struct ClientBody {
+    read: std::collections::VecDeque<Frame<Bytes>>,
+    incoming: Option<Incoming>,
+    timeout: std::time::Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    timed_out: Arc<AtomicBool>,
+}
+
+/// Why the start of a request body could not be read.
+pub(crate) enum PreReadError {
+    /// No data for the body read timeout.
+    TimedOut,
+    /// The connection failed (the client went away, or sent bad framing).
+    Client(hyper::Error),
+}
+
+impl ClientBody {
+    pub(crate) fn new(incoming: Incoming, timeout: std::time::Duration) -> ClientBody {
+        ClientBody {
+            read: std::collections::VecDeque::new(),
+            incoming: Some(incoming),
+            timeout,
+            idle: Box::pin(tokio::time::sleep(timeout)),
+            timed_out: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Raised when the client stopped sending the body for the timeout.
+    pub(crate) fn timed_out(&self) -> Arc<AtomicBool> {
+        self.timed_out.clone()
+    }
+
+    /// Reads the body until it ends or [`PRE_READ`] bytes are buffered,
+    /// within one body read timeout in all: a client that trickles its body
+    /// is answered 408 without ever holding an instance.
+    pub(crate) async fn pre_read(&mut self) -> Result<(), PreReadError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut buffered = 0;
+        while buffered < PRE_READ {
+            let Some(incoming) = &mut self.incoming else {
+                break;
+            };
+            if incoming.is_end_stream() {
+                self.incoming = None;
+                break;
+            }
+            let next = std::future::poll_fn(|cx| Pin::new(&mut *incoming).poll_frame(cx));
+            match tokio::time::timeout_at(deadline, next).await {
+                Err(_) => return Err(PreReadError::TimedOut),
+                Ok(None) => self.incoming = None,
+                Ok(Some(Err(e))) => return Err(PreReadError::Client(e)),
+                Ok(Some(Ok(frame))) => {
+                    buffered += frame.data_ref().map_or(0, |d| d.len());
+                    self.read.push_back(frame);
+                }
+            }
+        }
+        self.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.timeout);
+        Ok(())
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        if let Some(frame) = self.read.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let Some(incoming) = &mut self.incoming else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(incoming).poll_frame(cx) {
+            Poll::Ready(Some(frame)) => {
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                self.idle.as_mut().reset(deadline);
+                Poll::Ready(Some(frame.map_err(HttpError::from)))
+            }
+            Poll::Ready(None) => {
+                self.incoming = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if self.idle.as_mut().poll(cx).is_ready() {
+                    self.timed_out.store(true, Ordering::Relaxed);
+                    self.incoming = None;
+                    return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.incoming.as_ref().is_none_or(Incoming::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read: u64 = self
+            .read
+            .iter()
+            .map(|f| f.data_ref().map_or(0, |d| d.len() as u64))
+            .sum();
+        let rest = self
+            .incoming
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint);
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + read);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + read);
+        }
+        hint
+    }
 }
 
 impl LimitedIncoming {
@@ -59,8 +185,8 @@ impl Body for LimitedIncoming {
             return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
         }
         let polled = match &mut self.inner {
-            RequestBody::Incoming(incoming) => match Pin::new(incoming).poll_frame(cx) {
-                Poll::Ready(polled) => polled.map(|frame| frame.map_err(HttpError::from)),
+            RequestBody::Incoming(client) => match client.poll_frame(cx) {
+                Poll::Ready(polled) => polled,
                 Poll::Pending => return Poll::Pending,
             },
             RequestBody::Whole(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
@@ -84,14 +210,14 @@ impl Body for LimitedIncoming {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            RequestBody::Incoming(incoming) => incoming.is_end_stream(),
+            RequestBody::Incoming(client) => client.is_end_stream(),
             RequestBody::Whole(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            RequestBody::Incoming(incoming) => incoming.size_hint(),
+            RequestBody::Incoming(client) => client.size_hint(),
             RequestBody::Whole(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

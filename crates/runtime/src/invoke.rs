@@ -30,7 +30,9 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::{HostOutgoingBody, HyperOutgoingBody};
 
-use crate::body::{GuestBody, LimitedIncoming, RequestBody, ResponseBody};
+use crate::body::{
+    ClientBody, GuestBody, LimitedIncoming, PreReadError, RequestBody, ResponseBody,
+};
 use crate::cpu::{CpuMeter, Metered};
 use crate::guest_log::GuestLog;
 use crate::kv::{KvContext, KvStats};
@@ -199,6 +201,8 @@ pub(crate) struct Record {
     collected: (Vec<crate::guest_log::LogLine>, usize),
     /// Raised by the request body when it crosses the body limit.
     request_body_exceeded: Arc<AtomicBool>,
+    /// Raised by a client's body when it stops arriving.
+    request_body_timed_out: Option<Arc<AtomicBool>>,
     /// The guest failed with an outgoing body it had not finished.
     body_unfinished: bool,
     /// Held while the request runs: the node's instance, the worker's share
@@ -252,12 +256,19 @@ impl Record {
         self.worker.limits.body
     }
 
-    /// The request-body termination, if the request body crossed the limit.
+    /// The request-body termination, if the request body crossed the limit
+    /// or stopped arriving.
     pub(crate) fn request_body_termination(&self) -> Option<Termination> {
-        self.request_body_exceeded
-            .load(Ordering::Relaxed)
-            .then(|| Termination::RequestBodyLimit {
+        if self.request_body_exceeded.load(Ordering::Relaxed) {
+            return Some(Termination::RequestBodyLimit {
                 limit: self.worker.limits.body,
+            });
+        }
+        self.request_body_timed_out
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+            .then(|| Termination::RequestBodyTimeout {
+                timeout: self.worker.runtime.config.body_read_timeout,
             })
     }
     /// Whether the guest failed before finishing a body it was writing.
@@ -323,7 +334,9 @@ impl Worker {
     /// the worker allows it), enforcing every limit. Never fails: every
     /// problem becomes a response with a status naming it and a request id.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
-        self.serve(request.map(RequestBody::Incoming)).await
+        let timeout = self.runtime.config.body_read_timeout;
+        self.serve(request.map(|body| RequestBody::Incoming(ClientBody::new(body, timeout))))
+            .await
     }
 
     /// Serves a request the node makes itself (a scheduled run), with its
@@ -350,6 +363,7 @@ impl Worker {
             logs: None,
             collected: (Vec::new(), 0),
             request_body_exceeded: Arc::new(AtomicBool::new(false)),
+            request_body_timed_out: None,
             body_unfinished: false,
             _permit: None,
             _worker_permit: None,
@@ -364,6 +378,24 @@ impl Worker {
                 },
             );
         }
+        // The start of the body arrives before anything is taken for it.
+        let (parts, mut body) = request.into_parts();
+        if let RequestBody::Incoming(client) = &mut body {
+            record.request_body_timed_out = Some(client.timed_out());
+            match client.pre_read().await {
+                Ok(()) => {}
+                Err(PreReadError::TimedOut) => {
+                    let timeout = self.runtime.config.body_read_timeout;
+                    return host_response(record, Termination::RequestBodyTimeout { timeout });
+                }
+                Err(PreReadError::Client(e)) => {
+                    let detail = format!("reading the request body failed: {e}");
+                    return host_response(record, Termination::BadRequest { detail });
+                }
+            }
+        }
+        let request = Request::from_parts(parts, body);
+
         // Admission: this version's cap, then the worker's share of the
         // node, then the node's instances, all within one queue timeout. A
         // worker flooded with requests queues on its own share, so other
@@ -463,13 +495,8 @@ impl Worker {
             .finished
             .take()
             .and_then(|output| record.guest_finished(output));
-        if body_exceeded.load(Ordering::Relaxed) {
-            return host_response(
-                record,
-                Termination::RequestBodyLimit {
-                    limit: self.limits.body,
-                },
-            );
+        if let Some(termination) = record.request_body_termination() {
+            return host_response(record, termination);
         }
         if let Some(failure) = failure {
             return match response {

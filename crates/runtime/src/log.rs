@@ -46,6 +46,9 @@ pub enum Termination {
     MemoryLimit { requested: u64, limit: u64 },
     /// The request body was larger than the limit.
     RequestBodyLimit { limit: u64 },
+    /// The client stopped sending the request body for the body read
+    /// timeout.
+    RequestBodyTimeout { timeout: Duration },
     /// The response body was larger than the limit.
     ResponseBodyLimit { limit: u64 },
     /// The guest panicked.
@@ -72,6 +75,7 @@ impl Termination {
             | Termination::WorkerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Termination::WallLimit { .. } => StatusCode::GATEWAY_TIMEOUT,
             Termination::RequestBodyLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Termination::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Termination::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Termination::MemoryLimit { .. }
             | Termination::ResponseBodyLimit { .. }
@@ -88,6 +92,7 @@ impl Termination {
             Termination::WallLimit { .. } => "wall",
             Termination::MemoryLimit { .. } => "memory",
             Termination::RequestBodyLimit { .. } => "request-body",
+            Termination::RequestBodyTimeout { .. } => "request-body-timeout",
             Termination::ResponseBodyLimit { .. } => "response-body",
             Termination::Panic { .. } => "panic",
             Termination::Trap { .. } => "trap",
@@ -113,6 +118,10 @@ impl Termination {
             Termination::RequestBodyLimit { limit } => {
                 format!("the request body exceeds the limit of {}", bytes(*limit))
             }
+            Termination::RequestBodyTimeout { timeout } => format!(
+                "the request body stopped arriving (nothing for {})",
+                ms(*timeout)
+            ),
             Termination::ResponseBodyLimit { limit } => {
                 format!("the response body exceeds the limit of {}", bytes(*limit))
             }
@@ -153,6 +162,9 @@ impl fmt::Display for Termination {
             ),
             Termination::RequestBodyLimit { limit } => {
                 write!(f, "limit=request-body limit={}", bytes(*limit))
+            }
+            Termination::RequestBodyTimeout { timeout } => {
+                write!(f, "limit=request-body-timeout timeout={}", ms(*timeout))
             }
             Termination::ResponseBodyLimit { limit } => {
                 write!(f, "limit=response-body limit={}", bytes(*limit))

@@ -31,6 +31,10 @@ pub struct RuntimeConfig {
     pub max_instances_per_worker: u32,
     /// How long a request waits for a free instance before a 503.
     pub queue_timeout: Duration,
+    /// How long a client may send nothing of a request body it announced:
+    /// before the guest starts, for the first [`PRE_READ`](crate::body)
+    /// bytes in all; after, between two pieces. Then 408.
+    pub body_read_timeout: Duration,
     /// Use the pooling instance allocator when the machine allows it.
     pub pooling: bool,
     /// Where compiled components are cached; `None` disables the cache.
@@ -49,6 +53,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             max_instances_per_worker: 1000,
             queue_timeout: Duration::from_secs(1),
+            body_read_timeout: Duration::from_secs(10),
             pooling: true,
             cache_dir: None,
             epoch_tick: Duration::from_millis(1),

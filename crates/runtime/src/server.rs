@@ -64,7 +64,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             drain_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -126,6 +126,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         // `concurrency` still applies).
         max_instances_per_worker: args.max_instances.max(1),
         queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+        header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         pooling: !args.no_pooling,
         error_detail: !args.no_error_detail,
@@ -202,7 +204,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         let options = ServeOptions {
             drain_timeout: node.config.drain_timeout,
-            ..Default::default()
+            header_read_timeout: node.config.header_read_timeout,
         };
         let watch_root = manifest
             .dir

@@ -71,6 +71,15 @@ pub struct ServeArgs {
     #[arg(long, env = "VERGE_QUEUE_TIMEOUT_MS")]
     queue_timeout_ms: Option<u64>,
 
+    /// How long a client may take to send a request's headers [default: 10000].
+    #[arg(long, env = "VERGE_HEADER_READ_TIMEOUT_MS")]
+    header_read_timeout_ms: Option<u64>,
+
+    /// How long a client may send nothing of a request body before a 408
+    /// [default: 10000].
+    #[arg(long, env = "VERGE_BODY_READ_TIMEOUT_MS")]
+    body_read_timeout_ms: Option<u64>,
+
     /// How long requests in flight may take to finish on shutdown [default: 30].
     #[arg(long, env = "VERGE_DRAIN_TIMEOUT_S")]
     drain_timeout_s: Option<u64>,
@@ -139,6 +148,8 @@ impl ServeArgs {
             max_instances: self.max_instances,
             max_instances_per_worker: self.max_instances_per_worker,
             queue_timeout_ms: self.queue_timeout_ms,
+            header_read_timeout_ms: self.header_read_timeout_ms,
+            body_read_timeout_ms: self.body_read_timeout_ms,
             drain_timeout_s: self.drain_timeout_s,
             pooling: self.no_pooling.then_some(false),
             error_detail: self.error_detail.then_some(true),
