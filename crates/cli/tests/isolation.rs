@@ -199,3 +199,68 @@ fn slow_request_bodies_get_408_and_hold_no_instance() {
     );
     assert_eq!(status_line(&mut whole), "HTTP/1.1 200 OK");
 }
+
+#[test]
+fn clients_that_stop_reading_free_their_instances_at_the_wall_limit() {
+    use std::io::Write;
+    // CPU enough to fill the connections' buffers on a debug build: the
+    // wall limit is what must end these requests.
+    let node = Node::start(&["--max-instances", "40", "--max-cpu-ms", "2000"]);
+    let big = worker(
+        "big",
+        &fixtures(),
+        "[limits]\nwall_ms = 1500\ncpu_ms = 2000\n",
+    );
+    let other = worker("other", &fixtures(), "");
+    succeed(node.cli().arg("deploy").arg(big.path()));
+    succeed(node.cli().arg("deploy").arg(other.path()));
+    let busy = || {
+        let metrics = node.admin_call("GET", "/metrics", None, None).text();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("verge_instances_busy "))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .expect("verge_instances_busy in the metrics")
+    };
+
+    // Twenty clients ask for 60 MiB each and never read a byte.
+    let address = node.data.trim_start_matches("http://").to_string();
+    let silent: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            stream
+                .write_all(b"GET /big?mib=60 HTTP/1.1\r\nhost: big.localhost\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let started = Instant::now();
+    while busy() < 20 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        busy(),
+        20,
+        "the twenty responses are being written: {:?}",
+        node.stderr()
+    );
+    assert_eq!(node.get("other.localhost", "/plain").status, 200);
+
+    // The wall limit ends them by the clock, whatever the clients do.
+    while busy() > 0 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        busy(),
+        0,
+        "instances still held {:?} after the start",
+        started.elapsed()
+    );
+    let ended = node
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("GET /big 200") && l.contains("limit=wall"))
+        .count();
+    assert_eq!(ended, 20, "{:?}", node.stderr());
+    drop(silent);
+}

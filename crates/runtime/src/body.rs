@@ -232,6 +232,21 @@ impl Drop for GuestBody {
     /// its last log lines) is still recorded. Its writes to the dropped body
     /// fail, which ends most guests at once.
     fn drop(&mut self) {
+        if let Some(deadline) = self.deadline.take() {
+            // Cut off at the wall limit (the connection's writes gave up on
+            // a client that stopped reading): say so in its record.
+            let expired = deadline
+                .get()
+                .is_some_and(|at| at <= tokio::time::Instant::now());
+            if expired
+                && !self.done
+                && let Some(record) = &mut self.record
+            {
+                let limit = record.wall_limit();
+                record.terminate(Termination::WallLimit { limit });
+            }
+            deadline.set(None);
+        }
         if let (Some(run), Some(record)) = (self.run.take(), self.record.take())
             && run.is_running()
         {
@@ -311,6 +326,8 @@ pub(crate) struct GuestBody {
     /// The guest failed while the body was being sent; its termination is
     /// recorded.
     failed: bool,
+    /// The connection's response deadline, cleared when the body ends.
+    deadline: Option<crate::server::ResponseDeadline>,
 }
 
 impl GuestBody {
@@ -318,6 +335,7 @@ impl GuestBody {
         inner: HyperOutgoingBody,
         run: Option<GuestRun>,
         record: Record,
+        deadline: Option<crate::server::ResponseDeadline>,
     ) -> GuestBody {
         GuestBody {
             inner,
@@ -326,6 +344,7 @@ impl GuestBody {
             sent: 0,
             done: false,
             failed: false,
+            deadline,
         }
     }
 

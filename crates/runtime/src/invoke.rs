@@ -37,6 +37,7 @@ use crate::cpu::{CpuMeter, Metered};
 use crate::guest_log::GuestLog;
 use crate::kv::{KvContext, KvStats};
 use crate::log::{RequestId, RequestSummary, Termination, millis};
+use crate::server::ResponseDeadline;
 use crate::state::InstanceState;
 use crate::worker::Worker;
 
@@ -239,6 +240,12 @@ impl Record {
         }
         self.collect_logs(&instance.log);
         self.logs = None;
+        // The sandbox is done: what is left of the response (buffered, and
+        // bounded) may drain to a slow client without holding a share of
+        // the node.
+        self._permit = None;
+        self._worker_permit = None;
+        self._own_permit = None;
         instance.served += 1;
         if failure.is_none() && self.termination.is_none() {
             self.worker.release(instance);
@@ -378,6 +385,7 @@ impl Worker {
                 },
             );
         }
+        let response_deadline = request.extensions().get::<ResponseDeadline>().cloned();
         // The start of the body arrives before anything is taken for it.
         let (parts, mut body) = request.into_parts();
         if let RequestBody::Incoming(client) = &mut body {
@@ -505,7 +513,14 @@ impl Worker {
             };
         }
         match response {
-            Some(Ok(response)) => guest_response(record, response, run),
+            Some(Ok(response)) => {
+                // Writes of the response give up at the wall deadline, even
+                // when a client that stopped reading stalls them.
+                if let Some(cell) = &response_deadline {
+                    cell.set(Some(deadline));
+                }
+                guest_response(record, response, run, response_deadline)
+            }
             Some(Err(code)) => host_response(
                 record,
                 Termination::NoResponse {
@@ -618,6 +633,7 @@ fn guest_response(
     mut record: Record,
     response: hyper::Response<HyperOutgoingBody>,
     run: GuestRun,
+    deadline: Option<ResponseDeadline>,
 ) -> Response<ResponseBody> {
     let limit = record.body_limit();
     if declared_length(response.headers()).is_some_and(|n| n > limit) {
@@ -629,7 +645,7 @@ fn guest_response(
     let run = run.is_running().then_some(run);
     Response::from_parts(
         parts,
-        ResponseBody::guest(GuestBody::new(body, run, record)),
+        ResponseBody::guest(GuestBody::new(body, run, record, deadline)),
     )
 }
 

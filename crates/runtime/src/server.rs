@@ -20,6 +20,108 @@ use tokio::net::TcpListener;
 use crate::body::ResponseBody;
 use crate::worker::Worker;
 
+/// When the response now being written on a connection must be done:
+/// the request's wall deadline, set while a worker's response is sent. A
+/// client that stops reading stalls hyper's writes, and with them every
+/// check made while polling the body; the connection's writes check this
+/// deadline themselves and fail once it passes, which closes the connection
+/// and drops the response (and the guest, if it still runs).
+#[derive(Clone, Default)]
+pub struct ResponseDeadline(Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+
+impl ResponseDeadline {
+    pub(crate) fn set(&self, at: Option<tokio::time::Instant>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    pub(crate) fn get(&self) -> Option<tokio::time::Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connection whose blocked writes give up at the response deadline.
+struct Guarded<S> {
+    inner: S,
+    deadline: ResponseDeadline,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Guarded<S> {
+    /// Called when a write could not proceed: an error once the deadline
+    /// has passed, else a wake-up for it.
+    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        let Some(at) = self.deadline.get() else {
+            return std::task::Poll::Pending;
+        };
+        let timer = match &mut self.timer {
+            Some(timer) if timer.deadline() == at => timer,
+            _ => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the response outlived its wall limit while the client was not reading",
+            )),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Guarded<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.stalled(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Pending => self.stalled(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Pending => self.stalled(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Finds the worker for a request.
 pub trait Dispatch: Send + Sync + 'static {
     /// The worker that serves `request`, or why none does (sent with a 404).
@@ -99,7 +201,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let dispatch = dispatch.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let deadline = ResponseDeadline::default();
+        let stream = Guarded {
+            inner: stream,
+            deadline: deadline.clone(),
+            timer: None,
+        };
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(deadline.clone());
             let worker = dispatch.route(&request);
             async move {
                 Ok::<_, Infallible>(match worker {
