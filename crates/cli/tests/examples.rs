@@ -536,25 +536,29 @@ fn check(dev: &Dev, urls: &[String]) -> Vec<Value> {
     body(&reply)["results"].as_array().unwrap().clone()
 }
 
-/// `check` for tests that count what reached the upstream. Under CI load,
-/// about one loopback fetch in a few hundred has ended in "connection reset"
-/// from the node's HTTP client (cause not found yet, with a hand-written and
-/// with a hyper upstream alike); that one case alone gets the batch sent
-/// again, with the count started over. Any other failure fails the test.
+/// `check` for tests that count what reached the upstream. Under the full
+/// suite's load, about one loopback fetch in a few hundred has ended in
+/// "connection reset" from the node's HTTP client (cause not found yet, with
+/// a hand-written and with a hyper upstream alike; never seen with the test
+/// run alone); that one case alone gets the batch sent again, up to twice,
+/// with the count started over. Any other failure fails the test.
 fn check_counted(dev: &Dev, urls: &[String], served: &AtomicUsize) -> Vec<Value> {
     let before = served.load(Ordering::SeqCst);
-    let results = check(dev, urls);
-    let reset = results.iter().any(|r| {
-        r["error"]
-            .as_str()
-            .is_some_and(|e| e.ends_with("connection reset"))
-    });
-    if !reset {
-        return results;
+    let mut results = check(dev, urls);
+    for _ in 0..2 {
+        let reset = results.iter().any(|r| {
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("connection reset"))
+        });
+        if !reset {
+            break;
+        }
+        eprintln!("a fetch was reset; sending the batch again");
+        served.store(before, Ordering::SeqCst);
+        results = check(dev, urls);
     }
-    eprintln!("a fetch was reset; sending the batch again");
-    served.store(before, Ordering::SeqCst);
-    check(dev, urls)
+    results
 }
 
 #[test]

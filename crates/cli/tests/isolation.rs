@@ -264,3 +264,29 @@ fn clients_that_stop_reading_free_their_instances_at_the_wall_limit() {
     assert_eq!(ended, 20, "{:?}", node.stderr());
     drop(silent);
 }
+
+#[test]
+fn a_worker_answers_while_another_loops_on_eight_connections() {
+    let node = Node::start(&[]);
+    let spinner = worker("spinner", &fixtures(), "");
+    let other = worker("other", &fixtures(), "");
+    succeed(node.cli().arg("deploy").arg(spinner.path()));
+    succeed(node.cli().arg("deploy").arg(other.path()));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Each one runs into the 50 ms CPU limit.
+                    assert_eq!(node.get("spinner.localhost", "/loop").status, 503);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..50 {
+            let reply = node.get("other.localhost", "/hello");
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}

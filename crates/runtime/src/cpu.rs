@@ -71,16 +71,17 @@ impl CpuMeter {
         self.exceeded.load(Ordering::Relaxed)
     }
 
-    /// Called from the epoch deadline callback, inside a poll: returns `true`
-    /// (and remembers it) once the budget is spent.
-    pub fn check_in_poll(&self) -> bool {
+    /// Called from the epoch deadline callback, inside a poll: the CPU time
+    /// used so far, the poll in progress included, or `None` (remembered)
+    /// once the budget is spent.
+    pub fn check_in_poll(&self) -> Option<Duration> {
         let running = thread_cpu_now().saturating_sub(self.poll_started_ns.load(Ordering::Relaxed));
         let used = self.used_ns.load(Ordering::Relaxed) + running;
         if used > self.limit_ns {
             self.exceeded.store(true, Ordering::Relaxed);
-            true
+            None
         } else {
-            false
+            Some(Duration::from_nanos(used))
         }
     }
 
@@ -152,11 +153,11 @@ mod tests {
         let meter = Arc::new(CpuMeter::new(Duration::from_millis(2)));
         let m = meter.clone();
         let fut = Box::pin(async move {
-            assert!(!m.check_in_poll());
+            assert!(m.check_in_poll().is_some());
             spin_for(Duration::from_millis(3));
             m.check_in_poll()
         });
-        assert!(Metered::new(fut, meter.clone()).await);
+        assert!(Metered::new(fut, meter.clone()).await.is_none());
         assert!(meter.exceeded());
     }
 }

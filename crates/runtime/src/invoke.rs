@@ -44,6 +44,10 @@ use crate::worker::Worker;
 /// The header carrying the node's request id, to the guest and the client.
 const REQUEST_ID: &str = "x-request-id";
 
+/// CPU time after which a guest yields to all other work at each epoch tick
+/// (a typical API handler needs well under this).
+const LONG_RUNNING: Duration = Duration::from_millis(2);
+
 /// Raised from the epoch callback to stop a guest that spent its CPU budget.
 #[derive(Debug, thiserror::Error)]
 #[error("CPU time limit exceeded")]
@@ -68,14 +72,19 @@ impl Instance {
         let state = InstanceState::new(worker, &log, meter, kv);
         let mut store = Store::new(&worker.runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_callback(|ctx| {
-            if ctx.data().meter.check_in_poll() {
-                Err(wasmtime::Error::new(CpuLimitExceeded))
-            } else {
-                // Yielding at every tick lets other requests on this thread
-                // run while a guest computes.
-                Ok(UpdateDeadline::Yield(1))
-            }
+        store.epoch_deadline_callback(|ctx| match ctx.data().meter.check_in_poll() {
+            None => Err(wasmtime::Error::new(CpuLimitExceeded)),
+            // A guest that has computed for a while goes behind everything
+            // else: tokio runs a task that yielded this way only once its
+            // worker has no other task to run and has polled the sockets, so
+            // new requests and every connection's I/O come first.
+            Some(used) if used >= LONG_RUNNING => Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            )),
+            // Yielding at every tick lets other requests on this thread run
+            // while a guest computes.
+            Some(_) => Ok(UpdateDeadline::Yield(1)),
         });
         store.set_epoch_deadline(1);
         Instance {

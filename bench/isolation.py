@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Tenant isolation on one node: worker B's hello while worker A, or A's
+clients, misbehave.
+
+Starts one release `verge serve` with two workers built from the fixtures
+component, A and B, then measures B's hello (/plain) with wrk:
+  - alone;
+  - while A loops on 2 and on 8 connections (each request spins until the
+    50 ms CPU limit ends it with a 503, then the next one starts);
+  - while N clients announce a 100,000-byte body to A and send a byte a
+    second (slow bodies);
+  - while N clients ask A for a 60 MiB response and never read it
+    (A's wall limit is 5 s here, so the scenario ends within the run);
+and prints each one's req/s, p99, 503s seen by B, and the ratio to B alone.
+It also reads the node's RSS before the scenarios and after them.
+
+Usage: python3 bench/isolation.py [--duration 10] [--connections 16] [--clients 1000]
+                                 [--binary PATH]
+--binary runs another build of `verge` (say, a release build of an earlier
+commit) instead of building this tree's, for a before/after comparison.
+Needs wrk (apt-get install wrk).
+"""
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from node import admin, deploy, rss_kib, start_node  # noqa: E402
+from run import FIXTURES, ROOT, run  # noqa: E402
+
+DATA, ADMIN = 18901, 18911
+
+
+def wrk_b(duration, connections):
+    """B's hello: req/s, p99 ms and non-2xx answers."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+         "-H", "Host: b.localhost", f"http://127.0.0.1:{DATA}/plain"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out).groups()
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, p99, int(errors.group(1)) if errors else 0
+
+
+def loopers(connections, duration):
+    """A's CPU-bound route on `connections` connections, for `duration` s."""
+    return subprocess.Popen(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+         "-H", "Host: a.localhost", f"http://127.0.0.1:{DATA}/loop"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def slow_bodies(count, stop):
+    """`count` clients trickling a body to A, a byte a second until `stop`."""
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", DATA))
+        s.sendall(b"POST /consume HTTP/1.1\r\nhost: a.localhost\r\n"
+                  b"content-length: 100000\r\n\r\nx")
+        socks.append(s)
+    while not stop.wait(1.0):
+        for s in socks:
+            try:
+                s.send(b"x")
+            except OSError:
+                pass
+    for s in socks:
+        s.close()
+
+
+def silent_readers(count, stop):
+    """`count` clients asking A for 60 MiB and never reading, until `stop`."""
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", DATA))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"GET /big?mib=60 HTTP/1.1\r\nhost: a.localhost\r\n\r\n")
+        socks.append(s)
+    stop.wait()
+    for s in socks:
+        s.close()
+
+
+def with_background(target, count, duration, connections):
+    stop = threading.Event()
+    thread = threading.Thread(target=target, args=(count, stop))
+    thread.start()
+    time.sleep(2)
+    try:
+        return wrk_b(duration, connections)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--binary")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: apt-get install wrk")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    run(["cargo", "build", "--release", "-p", "verge-test-programs"])
+    binary = args.binary
+    if binary is None:
+        run(["cargo", "build", "--release", "-p", "verge"])
+        binary = os.path.join(ROOT, "target/release/verge")
+    with open(FIXTURES, "rb") as f:
+        component = f.read()
+
+    tmp = tempfile.mkdtemp(prefix="verge-isolation-")
+    proc = None
+    try:
+        proc, base = start_node(binary, DATA, ADMIN, os.path.join(tmp, "node"),
+                                ["--max-cpu-ms", "50"])
+        deploy(base, ["b"], component)
+        # A: the same code, with a wall limit that ends the silent readers'
+        # responses within the run.
+        deploy(base, ["a"], component)
+        digest = admin(base, "GET", "/v1/workers/a/versions")["versions"][0]["component"]
+        admin(base, "POST", "/v1/workers/a/versions",
+              {"component": digest,
+               "manifest": 'name = "a"\ncomponent = "fixtures.wasm"\n[limits]\nwall_ms = 5000\n'})
+        wrk_b(2, args.connections)
+        time.sleep(1)
+        rss_before = rss_kib(proc.pid)
+
+        results = []
+        results.append(("B alone", *wrk_b(args.duration, args.connections)))
+        for n in (2, 8):
+            a = loopers(n, args.duration + 3)
+            time.sleep(1)
+            results.append((f"A loops on {n}", *wrk_b(args.duration, args.connections)))
+            a.wait()
+        results.append((f"{args.clients} slow bodies to A",
+                        *with_background(slow_bodies, args.clients, args.duration, args.connections)))
+        results.append((f"{args.clients} silent readers of A",
+                        *with_background(silent_readers, args.clients, args.duration, args.connections)))
+        time.sleep(6)
+        rss_after = rss_kib(proc.pid)
+    finally:
+        if proc:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    alone = results[0][1]
+    print(f"\nB's hello (/plain), wrk -t1 -c{args.connections} -d{args.duration}s, one run each")
+    print(f"{'while':32}{'req/s':>10}{'vs alone':>10}{'p99 ms':>9}{'B non-2xx':>11}")
+    for name, rps, p99, errors in results:
+        print(f"{name:32}{rps:10.0f}{rps / alone:10.2f}{p99:9.2f}{errors:11d}")
+    print(f"\nnode RSS: {rss_before} KiB before the scenarios, {rss_after} KiB 6 s after them "
+          f"({rss_after / rss_before:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
