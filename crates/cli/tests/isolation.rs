@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::node::{Node, TOKEN, fixtures, worker};
+use common::node::{Node, TOKEN, fixtures, serve_refused, worker};
 use common::succeed;
 
 /// Sends `count` requests for `path` to worker `host` at once; returns each
@@ -93,23 +93,7 @@ fn a_worker_takes_at_most_its_share_of_the_instances() {
 
 #[test]
 fn a_share_above_the_node_is_refused_at_start() {
-    let data = tempfile::tempdir().unwrap();
-    let output = common::verge()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--max-instances", "4", "--max-instances-per-worker", "5"])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("VERGE_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let error = String::from_utf8_lossy(&output.stderr);
+    let error = serve_refused(&["--max-instances", "4", "--max-instances-per-worker", "5"]);
     assert!(error.contains("`max_instances_per_worker`"), "{error}");
     assert!(error.contains("outside 1..=4"), "{error}");
 }

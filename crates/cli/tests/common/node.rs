@@ -212,6 +212,28 @@ impl Drop for PgSchema {
     }
 }
 
+/// Runs `verge serve` with `args` on port 0 in a fresh data dir, expecting
+/// it to refuse to start; returns what it said on stderr.
+pub fn serve_refused(args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let output = verge()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(args)
+        .env("VERGE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "verge serve {args:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// Two nodes sharing a fresh PostgreSQL schema (dropped with the first
 /// element).
 pub fn two_nodes_on_postgres() -> (PgSchema, Node, Node) {
