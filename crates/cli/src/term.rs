@@ -1,6 +1,8 @@
 //! Terminal output: colors only on a terminal, errors with their causes.
 
-use std::io::IsTerminal;
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Context;
 
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
@@ -8,6 +10,18 @@ pub fn stderr_is_terminal() -> bool {
 
 pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
+}
+
+/// Asks `question` on the terminal and returns the line typed, trimmed.
+pub fn prompt(question: &str) -> anyhow::Result<String> {
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read from the terminal")?;
+    Ok(line.trim().to_string())
 }
 
 /// Styles text for a terminal; plain text otherwise.

@@ -20,7 +20,9 @@ pub mod tail;
 pub use config::{
     AdminToken, ConfigError, ConfigLayer, DEFAULT_KV_CACHE_MIB, NodeConfig, StoreConfig,
 };
-pub use node::{DeployRequest, Deployed, Node, NodeError, Stores};
+pub use node::{
+    DeployRequest, Deployed, Node, NodeError, SECRET_NAME_HELP, Stores, is_secret_name,
+};
 pub use registry::Registry;
 pub use relay::{TailScope, TailWatch};
 pub use serve::{Bound, bind, open_stores, serve};

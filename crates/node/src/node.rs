@@ -1103,17 +1103,26 @@ fn resolve(versions: &[Version], wanted: &str) -> Result<Version, NodeError> {
     }
 }
 
-fn check_secret_name(name: &str) -> Result<(), NodeError> {
-    let valid = !name.is_empty()
+/// How to name a secret, for the errors that refuse a name.
+pub const SECRET_NAME_HELP: &str =
+    "use letters, digits and `_`, not starting with a digit, e.g. API_TOKEN";
+
+/// Whether `name` can name a secret (it becomes an environment variable):
+/// 1 to 128 letters, digits and `_`, not starting with a digit.
+pub fn is_secret_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 128
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit();
-    if valid {
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+fn check_secret_name(name: &str) -> Result<(), NodeError> {
+    if is_secret_name(name) {
         Ok(())
     } else {
         Err(invalid(
             format!("invalid secret name {name:?}"),
-            "use letters, digits and `_`, not starting with a digit, e.g. API_TOKEN",
+            SECRET_NAME_HELP,
         ))
     }
 }

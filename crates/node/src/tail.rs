@@ -108,14 +108,14 @@ impl TailEvent {
         }
     }
 
-    /// Drops log lines from the end until the event's JSON takes at most
-    /// `max` bytes, counting what went in `logs_dropped`; `None` if even
-    /// the bare event is larger.
-    fn fit(mut self, max: usize) -> Option<(TailEvent, String)> {
+    /// The event's JSON in at most `max` bytes: log lines dropped from the
+    /// end until it fits, counted in `logs_dropped`; `None` if even the bare
+    /// event is larger.
+    fn fit(mut self, max: usize) -> Option<String> {
         loop {
             let json = serde_json::to_string(&self).ok()?;
             if json.len() <= max {
-                return Some((self, json));
+                return Some(json);
             }
             let line = self.logs.pop()?;
             self.logs_dropped += line.text.len() + 1;
@@ -334,7 +334,7 @@ pub fn relay_batches(node: &str, events: Vec<Arc<TailEvent>>) -> Vec<String> {
     let mut current: Vec<String> = Vec::new();
     let mut size = 0;
     for event in events {
-        let Some((_, json)) = TailEvent::clone(&event).fit(room) else {
+        let Some(json) = TailEvent::clone(&event).fit(room) else {
             continue;
         };
         if !current.is_empty() && size + 1 + json.len() > room {

@@ -2,13 +2,14 @@
 //! secrets and cron runs. KV namespaces it bound are left alone: other
 //! workers may use them, and `verge kv namespace delete` removes one.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
+use crate::commands::versions::check_worker_name;
 use crate::remote::NodeArgs;
-use crate::term::Style;
+use crate::term::{Style, prompt};
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {
@@ -24,12 +25,7 @@ pub struct DeleteArgs {
 }
 
 pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
-    if let Err(problem) = verge_manifest::check_worker_name(&args.name) {
-        bail!(
-            "invalid worker name {:?}: {problem}\n  help: `verge list` shows the workers",
-            args.name
-        );
-    }
+    check_worker_name(&args.name)?;
     let remote = args.node.connect()?;
     // Named before asking, so a typo is caught without a question.
     remote.get(&format!("/v1/workers/{}", args.name))?;
@@ -40,18 +36,12 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
                 args.name
             );
         }
-        print!(
+        let answer = prompt(&format!(
             "Delete worker `{}` from {}, with its versions and secrets? Type its name to confirm: ",
             args.name,
             remote.base()
-        );
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("cannot read the confirmation")?;
-        if answer.trim() != args.name {
+        ))?;
+        if answer != args.name {
             bail!("not deleted: the name typed was not `{}`", args.name);
         }
     }

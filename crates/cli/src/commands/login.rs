@@ -1,13 +1,13 @@
 //! `verge login`: check a node address and admin token, then keep them in
 //! the CLI config file so later commands need neither flag.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::remote::{ConfigFile, NodeArgs, Remote};
-use crate::term::Style;
+use crate::term::{Style, prompt};
 
 /// The admin address a node listens on by default.
 const DEFAULT_NODE: &str = "http://127.0.0.1:8788";
@@ -77,15 +77,4 @@ pub fn run(args: LoginArgs) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
-}
-
-fn prompt(question: &str) -> anyhow::Result<String> {
-    print!("{question}");
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read from the terminal")?;
-    Ok(line.trim().to_string())
 }

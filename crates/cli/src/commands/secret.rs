@@ -100,14 +100,10 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
 
 /// Refuses a name the node would refuse, before it goes into a URL.
 fn check_secret_name(name: &str) -> anyhow::Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit();
-    if !valid {
+    if !verge_node::is_secret_name(name) {
         bail!(
-            "invalid secret name {name:?}\n  help: use letters, digits and `_`, not starting with \
-             a digit, e.g. API_TOKEN"
+            "invalid secret name {name:?}\n  help: {}",
+            verge_node::SECRET_NAME_HELP
         );
     }
     Ok(())

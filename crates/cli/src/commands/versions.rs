@@ -27,12 +27,7 @@ impl WorkerArgs {
     pub fn name(&self) -> anyhow::Result<String> {
         match &self.name {
             Some(name) => {
-                if let Err(problem) = verge_manifest::check_worker_name(name) {
-                    anyhow::bail!(
-                        "invalid worker name {name:?}: {problem}\n  help: `verge list` shows \
-                         the workers on the node"
-                    );
-                }
+                check_worker_name(name)?;
                 Ok(name.clone())
             }
             None => Ok(Manifest::load(&self.dir)
@@ -40,6 +35,17 @@ impl WorkerArgs {
                 .name),
         }
     }
+}
+
+/// Refuses a worker name a node could not hold, before it goes into a URL.
+pub fn check_worker_name(name: &str) -> anyhow::Result<()> {
+    if let Err(problem) = verge_manifest::check_worker_name(name) {
+        anyhow::bail!(
+            "invalid worker name {name:?}: {problem}\n  help: `verge list` shows the workers on \
+             the node"
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
