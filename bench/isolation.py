@@ -12,7 +12,10 @@ component, A and B, then measures B's hello (/plain) with wrk:
   - while N clients ask A for a 60 MiB response and never read it
     (A's wall limit is 5 s here, so the scenario ends within the run);
 and prints each one's req/s, p99, 503s seen by B, and the ratio to B alone.
-It also reads the node's RSS before the scenarios and after them.
+Then a memory burst: 60 requests to A at once, each holding 30 MiB of
+linear memory, and 30 keeping 30 MiB of header maps in the host, for a
+second; it reads the node's RSS before the scenarios, at the burst's peak,
+and 6 s after it.
 
 Usage: python3 bench/isolation.py [--duration 10] [--connections 16] [--clients 1000]
                                  [--binary PATH]
@@ -94,6 +97,31 @@ def silent_readers(count, stop):
         s.close()
 
 
+def request(path):
+    """One request to A on a connection of its own; the status."""
+    with socket.create_connection(("127.0.0.1", DATA)) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nhost: a.localhost\r\nconnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+def memory_burst(pid):
+    """60 requests holding 30 MiB of guest memory and 30 holding 30 MiB of
+    host objects, at once; the statuses and the node's RSS at the peak."""
+    paths = ["/alloc?mib=30&hold_ms=1000"] * 60 + ["/hoard?mib=30&hold_ms=1000"] * 30
+    statuses = []
+    threads = [threading.Thread(target=lambda p=p: statuses.append(request(p))) for p in paths]
+    for t in threads:
+        t.start()
+    time.sleep(0.8)
+    peak = rss_kib(pid)
+    for t in threads:
+        t.join()
+    return statuses, peak
+
+
 def with_background(target, count, duration, connections):
     stop = threading.Event()
     thread = threading.Thread(target=target, args=(count, stop))
@@ -154,6 +182,9 @@ def main():
         results.append((f"{args.clients} silent readers of A",
                         *with_background(silent_readers, args.clients, args.duration, args.connections)))
         time.sleep(6)
+        rss_scenarios = rss_kib(proc.pid)
+        statuses, rss_peak = memory_burst(proc.pid)
+        time.sleep(6)
         rss_after = rss_kib(proc.pid)
     finally:
         if proc:
@@ -169,8 +200,12 @@ def main():
     print(f"{'while':32}{'req/s':>10}{'vs alone':>10}{'p99 ms':>9}{'B non-2xx':>11}")
     for name, rps, p99, errors in results:
         print(f"{name:32}{rps:10.0f}{rps / alone:10.2f}{p99:9.2f}{errors:11d}")
-    print(f"\nnode RSS: {rss_before} KiB before the scenarios, {rss_after} KiB 6 s after them "
-          f"({rss_after / rss_before:.2f}x)")
+    print(f"\nnode RSS: {rss_before} KiB before the scenarios, {rss_scenarios} KiB 6 s after "
+          f"them ({rss_scenarios / rss_before:.2f}x)")
+    ok = statuses.count(200)
+    print(f"memory burst: {ok} of {len(statuses)} answered 200 "
+          f"(others: {sorted(set(statuses) - {200})}); RSS {rss_peak} KiB at its peak, "
+          f"{rss_after} KiB 6 s after ({rss_after / rss_before:.2f}x the start)")
 
 
 if __name__ == "__main__":

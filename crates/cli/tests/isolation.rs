@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::node::{Node, TOKEN, fixtures, serve_refused, worker};
+use common::node::{Node, TOKEN, eventually, fixtures, serve_refused, worker};
 use common::succeed;
 
 /// Sends `count` requests for `path` to worker `host` at once; returns each
@@ -273,4 +273,162 @@ fn a_worker_answers_while_another_loops_on_eight_connections() {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+}
+
+/// The `verge_…` gauge `name` in `metrics`.
+fn gauge(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+#[test]
+fn requests_past_the_memory_budget_get_503_and_the_node_lives() {
+    let node = Node::start(&[
+        "--memory-budget-mib",
+        "300",
+        "--max-instances",
+        "8",
+        "--max-instances-per-worker",
+        "8",
+        // Copying header maps into the host takes CPU time.
+        "--max-cpu-ms",
+        "5000",
+    ]);
+    let hog = worker("hog", &fixtures(), "");
+    let small = worker(
+        "small",
+        &fixtures(),
+        "[limits]\nmemory_mib = 8\ncpu_ms = 5000\n",
+    );
+    succeed(node.cli().arg("deploy").arg(hog.path()));
+    succeed(node.cli().arg("deploy").arg(small.path()));
+
+    // Four requests holding 100 MiB each for a while: the budget takes two
+    // of them (the third would pass 300 MiB), the others are refused.
+    let results = at_once(&node, "hog.localhost", "/alloc?mib=100&hold_ms=1500", 4);
+    let ok = results.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(status, _)| *status == 503)
+        .collect();
+    assert!((1..=2).contains(&ok), "{results:?}");
+    assert_eq!(ok + refused.len(), 4, "{results:?}");
+    for (_, body) in &refused {
+        assert!(
+            body.contains("the node is at its memory budget"),
+            "{results:?}"
+        );
+    }
+    let line = node
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("limit=node-memory"))
+        .expect("the refusal is logged");
+    assert!(
+        line.contains(" 503 ") && line.contains("limit=300 MiB"),
+        "{line}"
+    );
+
+    // Host objects count as memory: header maps kept in the host stop a
+    // guest at its own limit (8 MiB) although its linear memory is small.
+    let reply = node.get("small.localhost", "/hoard?mib=100&hold_ms=200");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+        reply.text().contains("memory limit (8 MiB)"),
+        "{}",
+        reply.text()
+    );
+
+    // Everything is given back.
+    let metrics = || node.admin_call("GET", "/metrics", Some(TOKEN), None).text();
+    eventually("the memory is given back", || {
+        gauge(&metrics(), "verge_memory_used_bytes") == 0
+    });
+    assert_eq!(gauge(&metrics(), "verge_memory_budget_bytes"), 300 << 20);
+    let reply = node.get("hog.localhost", "/alloc?mib=100");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
+fn a_worker_takes_at_most_its_share_of_the_memory_budget() {
+    // Each worker may hold half of 400 MiB, as it may run half the instances.
+    let node = Node::start(&["--memory-budget-mib", "400", "--max-instances", "8"]);
+    let hog = worker("hog", &fixtures(), "");
+    let other = worker("other", &fixtures(), "");
+    succeed(node.cli().arg("deploy").arg(hog.path()));
+    succeed(node.cli().arg("deploy").arg(other.path()));
+
+    std::thread::scope(|scope| {
+        let flood =
+            scope.spawn(|| at_once(&node, "hog.localhost", "/alloc?mib=90&hold_ms=2000", 3));
+        std::thread::sleep(Duration::from_millis(700));
+        // The node still has room for another worker's large request.
+        let reply = node.get("other.localhost", "/alloc?mib=90");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        // Two of its three fit in 200 MiB, one at least does not (growing
+        // at once, two may each be refused part of the way).
+        let results = flood.join().unwrap();
+        let refused: Vec<_> = results
+            .iter()
+            .filter(|(status, _)| *status == 503)
+            .collect();
+        assert!((1..=2).contains(&refused.len()), "{results:?}");
+        assert!(
+            results.iter().any(|(status, _)| *status == 200),
+            "{results:?}"
+        );
+        assert!(
+            refused[0]
+                .1
+                .contains("the worker is at its share of the node's memory"),
+            "{results:?}"
+        );
+    });
+    assert!(
+        node.stderr()
+            .iter()
+            .any(|l| l.contains("limit=worker-memory limit=200 MiB")),
+        "{:?}",
+        node.stderr()
+    );
+}
+
+#[test]
+fn a_memory_budget_that_cannot_hold_the_node_is_refused_at_start() {
+    let error = serve_refused(&["--memory-budget-mib", "100"]);
+    assert!(
+        error.contains("too small for one request at the highest memory limit"),
+        "{error}"
+    );
+    let error = serve_refused(&["--memory-budget-mib", "500", "--max-instances", "1000"]);
+    assert!(
+        error.contains("`max_instances` (--max-instances) is 1000, more than"),
+        "{error}"
+    );
+    assert!(error.contains("lower max_instances to 400"), "{error}");
+}
+
+#[test]
+fn a_guest_that_computes_for_long_still_streams_its_response() {
+    // Past 2 ms of CPU a guest moves to the background threads; one that
+    // answers only then, with a body far larger than what the node buffers,
+    // must still stream it whole.
+    let node = Node::start(&["--max-cpu-ms", "5000"]);
+    let project = worker("long", &fixtures(), "[limits]\ncpu_ms = 5000\n");
+    succeed(node.cli().arg("deploy").arg(project.path()));
+    let reply = node.get("long.localhost", "/big?mib=8&burn=20000000");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.as_ref().map(Vec::len), Ok(8 << 20));
+    let logged = || node.stderr().into_iter().find(|l| l.contains("GET /big"));
+    eventually("the request is logged", || logged().is_some());
+    let line = logged().unwrap();
+    let cpu: f64 = line
+        .split("cpu=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no cpu= in {line}"));
+    assert!(cpu > 2.0, "the guest computed for {cpu} ms only: {line}");
 }

@@ -88,6 +88,9 @@ pub struct NodeConfig {
     /// Requests one worker may run at once (all its versions together), so
     /// that no worker takes every instance.
     pub max_instances_per_worker: u32,
+    /// Bytes all requests together may hold (guest linear memory and their
+    /// host side); a request that would pass it gets a 503.
+    pub memory_budget: u64,
     /// How long a request waits for a free instance before a 503.
     pub queue_timeout: Duration,
     /// How long a client may take to send a request's headers (then the
@@ -126,6 +129,7 @@ pub struct ConfigLayer {
     pub admin_tokens: Vec<AdminToken>,
     pub max_instances: Option<u32>,
     pub max_instances_per_worker: Option<u32>,
+    pub memory_budget_mib: Option<u64>,
     pub queue_timeout_ms: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
     pub body_read_timeout_ms: Option<u64>,
@@ -206,6 +210,7 @@ impl ConfigLayer {
             max_instances_per_worker: self
                 .max_instances_per_worker
                 .or(lower.max_instances_per_worker),
+            memory_budget_mib: self.memory_budget_mib.or(lower.memory_budget_mib),
             queue_timeout_ms: self.queue_timeout_ms.or(lower.queue_timeout_ms),
             header_read_timeout_ms: self.header_read_timeout_ms.or(lower.header_read_timeout_ms),
             body_read_timeout_ms: self.body_read_timeout_ms.or(lower.body_read_timeout_ms),
@@ -339,11 +344,51 @@ impl NodeConfig {
                 "a wasm32 guest cannot address more than 4 GiB",
             ));
         }
-        let max_instances = layer.max_instances.unwrap_or(1000);
+        let memory_budget = match layer.memory_budget_mib {
+            None => verge_runtime::memory::default_budget(),
+            Some(0) => {
+                return Err(error(
+                    "`memory_budget_mib` (--memory-budget-mib) must be at least 1",
+                    "leave it out for three quarters of the machine's memory",
+                ));
+            }
+            Some(mib) => mib.saturating_mul(MIB),
+        };
+        let floor = verge_runtime::memory::INSTANCE_FLOOR;
+        if memory_budget < ceilings.memory + verge_runtime::memory::REQUEST_BASE {
+            return Err(error(
+                format!(
+                    "`memory_budget_mib` (--memory-budget-mib) is {} MiB, too small for one \
+                     request at the highest memory limit (`ceilings.memory_mib`, {} MiB)",
+                    memory_budget / MIB,
+                    ceilings.memory / MIB
+                ),
+                "raise the budget or lower --max-memory-mib",
+            ));
+        }
+        // 1000 by default, fewer where the budget cannot hold that many.
+        let max_instances = layer
+            .max_instances
+            .unwrap_or_else(|| (memory_budget / floor).clamp(1, 1000) as u32);
         if max_instances == 0 {
             return Err(error(
                 "`max_instances` (--max-instances) must be at least 1",
                 "it is how many requests may run at once; the default is 1000",
+            ));
+        }
+        if u64::from(max_instances) * floor > memory_budget {
+            return Err(error(
+                format!(
+                    "`max_instances` (--max-instances) is {max_instances}, more than the memory \
+                     budget can hold: each instance takes {} KiB at least, and the budget \
+                     (`memory_budget_mib`, --memory-budget-mib) is {} MiB",
+                    floor / 1024,
+                    memory_budget / MIB
+                ),
+                format!(
+                    "lower max_instances to {} or raise the budget",
+                    memory_budget / floor
+                ),
             ));
         }
         // Half the node by default: a worker flooded with slow requests
@@ -397,6 +442,7 @@ impl NodeConfig {
             ceilings,
             max_instances,
             max_instances_per_worker,
+            memory_budget,
             queue_timeout: Duration::from_millis(layer.queue_timeout_ms.unwrap_or(1000)),
             header_read_timeout,
             body_read_timeout,

@@ -52,6 +52,8 @@ pub struct Metrics {
     instances_busy: Gauge,
     worker_instances_busy: Family<WorkerLabel, Gauge>,
     instances_idle: Gauge,
+    memory_used: Gauge,
+    memory_budget: Gauge,
     workers: Gauge,
     kv_cache_hits: Counter,
     kv_cache_misses: Counter,
@@ -89,6 +91,8 @@ impl Metrics {
         let instances_busy = Gauge::default();
         let worker_instances_busy = Family::<WorkerLabel, Gauge>::default();
         let instances_idle = Gauge::default();
+        let memory_used = Gauge::default();
+        let memory_budget = Gauge::default();
         let workers = Gauge::default();
         registry.register(
             "requests",
@@ -135,6 +139,16 @@ impl Metrics {
             "Instances kept for reuse",
             instances_idle.clone(),
         );
+        registry.register(
+            "memory_used_bytes",
+            "Memory requests hold now, guest memory and host side, against the budget",
+            memory_used.clone(),
+        );
+        registry.register(
+            "memory_budget_bytes",
+            "The node's memory budget for requests",
+            memory_budget.clone(),
+        );
         registry.register("workers", "Workers deployed on this node", workers.clone());
         let kv_cache_hits = Counter::default();
         let kv_cache_misses = Counter::default();
@@ -171,6 +185,8 @@ impl Metrics {
             instances_busy,
             worker_instances_busy,
             instances_idle,
+            memory_used,
+            memory_budget,
             workers,
             kv_cache_hits,
             kv_cache_misses,
@@ -228,6 +244,7 @@ impl Metrics {
         busy: u32,
         busy_by_worker: &[(String, u32)],
         idle: u32,
+        (memory_used, memory_budget): (u64, u64),
         workers: usize,
         kv_cache: Option<&CachedStore>,
     ) -> String {
@@ -256,6 +273,8 @@ impl Metrics {
                 .set(i64::from(*busy));
         }
         self.instances_idle.set(i64::from(idle));
+        self.memory_used.set(memory_used as i64);
+        self.memory_budget.set(memory_budget as i64);
         self.workers.set(workers as i64);
         let mut out = String::new();
         // Writing to a String cannot fail.

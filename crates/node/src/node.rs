@@ -170,6 +170,7 @@ impl Node {
             ceilings: config.ceilings,
             max_instances: config.max_instances,
             max_instances_per_worker: config.max_instances_per_worker,
+            memory_budget: config.memory_budget,
             queue_timeout: config.queue_timeout,
             body_read_timeout: config.body_read_timeout,
             pooling: config.pooling,

@@ -44,6 +44,7 @@ pub struct CpuMeter {
     used_ns: AtomicU64,
     poll_started_ns: AtomicU64,
     exceeded: AtomicBool,
+    background: AtomicBool,
 }
 
 impl CpuMeter {
@@ -53,6 +54,7 @@ impl CpuMeter {
             used_ns: AtomicU64::new(0),
             poll_started_ns: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
+            background: AtomicBool::new(false),
         }
     }
 
@@ -69,6 +71,16 @@ impl CpuMeter {
     /// Whether the guest was interrupted for spending its budget.
     pub fn exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the guest now runs on the background threads.
+    pub fn moved_to_background(&self) {
+        self.background.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the guest runs on the background threads.
+    pub fn in_background(&self) -> bool {
+        self.background.load(Ordering::Relaxed)
     }
 
     /// Called from the epoch deadline callback, inside a poll: the CPU time

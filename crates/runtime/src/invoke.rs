@@ -22,7 +22,7 @@ use http::{Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::oneshot::{self, error::TryRecvError};
+use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
@@ -37,6 +37,7 @@ use crate::cpu::{CpuMeter, Metered};
 use crate::guest_log::GuestLog;
 use crate::kv::{KvContext, KvStats};
 use crate::log::{RequestId, RequestSummary, Termination, millis};
+use crate::memory::{self, Charge};
 use crate::server::ResponseDeadline;
 use crate::state::InstanceState;
 use crate::worker::Worker;
@@ -52,6 +53,12 @@ const LONG_RUNNING: Duration = Duration::from_millis(2);
 #[derive(Debug, thiserror::Error)]
 #[error("CPU time limit exceeded")]
 struct CpuLimitExceeded;
+
+/// Raised from the epoch callback to stop a guest whose host objects pass
+/// its memory limit or the budgets.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit exceeded by host objects")]
+struct MemoryExceeded;
 
 /// A store with (once instantiated) its component instance.
 pub(crate) struct Instance {
@@ -69,22 +76,30 @@ impl Instance {
             bindings: worker.kv.clone(),
             stats: kv_stats,
         };
-        let state = InstanceState::new(worker, &log, meter, kv);
+        let state = InstanceState::new(worker, &log, meter, kv, worker.budgets.clone());
         let mut store = Store::new(&worker.runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_callback(|ctx| match ctx.data().meter.check_in_poll() {
-            None => Err(wasmtime::Error::new(CpuLimitExceeded)),
-            // A guest that has computed for a while goes behind everything
-            // else: tokio runs a task that yielded this way only once its
-            // worker has no other task to run and has polled the sockets, so
-            // new requests and every connection's I/O come first.
-            Some(used) if used >= LONG_RUNNING => Ok(UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(tokio::task::yield_now()),
-            )),
-            // Yielding at every tick lets other requests on this thread run
-            // while a guest computes.
-            Some(_) => Ok(UpdateDeadline::Yield(1)),
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            // What the guest keeps in the host counts against its memory
+            // limit and the budgets, as its linear memory does.
+            let host = memory::host_objects(&mut state.table);
+            if !state.limiter.set_host(host) {
+                return Err(wasmtime::Error::new(MemoryExceeded));
+            }
+            Ok(match state.meter.check_in_poll() {
+                None => return Err(wasmtime::Error::new(CpuLimitExceeded)),
+                // A guest that has computed for a while goes behind everything
+                // else: tokio runs a task that yielded this way only once its
+                // worker has no other task to run and has polled the sockets, so
+                // new requests and every connection's I/O come first.
+                Some(used) if used >= LONG_RUNNING => {
+                    UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+                }
+                // Yielding at every tick lets other requests on this thread
+                // run while a guest computes.
+                Some(_) => UpdateDeadline::Yield(1),
+            })
         });
         store.set_epoch_deadline(1);
         Instance {
@@ -100,7 +115,10 @@ impl Instance {
         let state = self.store.data_mut();
         state.meter = meter;
         state.kv.stats = kv_stats;
-        state.limiter.exceeded = None;
+        state.limiter.reset();
+        // What the last request left in the host is gone or counted again.
+        let host = memory::host_objects(&mut state.table);
+        state.limiter.set_host(host);
         state.hooks.sent = 0;
         self.store.set_epoch_deadline(1);
         let _ = self.log.take();
@@ -130,22 +148,81 @@ impl Instance {
 type GuestOutput = (Instance, wasmtime::Result<()>);
 type GuestFuture = Metered<Pin<Box<dyn Future<Output = GuestOutput> + Send>>>;
 
+/// Where a guest runs: in the connection's task, or (once it has computed
+/// for [`LONG_RUNNING`]) on the node's background threads.
+enum Placement {
+    Here(GuestFuture),
+    Background(Background),
+}
+
+/// A guest moved to the background threads; stopped when dropped (at its
+/// wall deadline, or when its client goes away).
+struct Background(tokio::task::JoinHandle<GuestOutput>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The running guest of one request and its wall-clock deadline.
 pub(crate) struct GuestRun {
-    future: Option<GuestFuture>,
+    future: Option<Placement>,
     finished: Option<GuestOutput>,
     deadline: Pin<Box<Sleep>>,
+    meter: Arc<CpuMeter>,
+    background: Option<tokio::runtime::Handle>,
 }
 
 impl GuestRun {
     /// Polls the guest if it is still running; its output is kept in
-    /// `finished`.
+    /// `finished`. A guest that has computed for a while is moved to the
+    /// background threads, which the kernel runs only on the CPU the
+    /// serving threads leave (see `Runtime::background`).
     fn poll_guest(&mut self, cx: &mut Context<'_>) {
-        if let Some(future) = &mut self.future
-            && let Poll::Ready(output) = Pin::new(future).poll(cx)
-        {
-            self.future = None;
-            self.finished = Some(output);
+        let output = match &mut self.future {
+            None => return,
+            Some(Placement::Here(future)) => match Pin::new(future).poll(cx) {
+                Poll::Ready(output) => output,
+                Poll::Pending => {
+                    if self.meter.used() >= LONG_RUNNING
+                        && let Some(handle) = &self.background
+                        && let Some(Placement::Here(future)) = self.future.take()
+                    {
+                        self.meter.moved_to_background();
+                        let mut task = Background(handle.spawn(future));
+                        // Registers this task's waker with the moved guest.
+                        if let Poll::Ready(joined) = Pin::new(&mut task.0).poll(cx) {
+                            self.settle(joined);
+                            return;
+                        }
+                        self.future = Some(Placement::Background(task));
+                    }
+                    return;
+                }
+            },
+            Some(Placement::Background(task)) => match Pin::new(&mut task.0).poll(cx) {
+                Poll::Ready(joined) => {
+                    self.settle(joined);
+                    return;
+                }
+                Poll::Pending => return,
+            },
+        };
+        self.future = None;
+        self.finished = Some(output);
+    }
+
+    /// The end of a guest moved to the background. It ends there only by
+    /// returning or by a panic of the host code it called (a bug, which
+    /// ends the request as the same panic would in the connection's task).
+    fn settle(&mut self, joined: Result<GuestOutput, tokio::task::JoinError>) {
+        self.future = None;
+        match joined {
+            Ok(output) => self.finished = Some(output),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Aborted only by dropping `Background`, which ended polling.
+            Err(_) => {}
         }
     }
 
@@ -220,6 +297,8 @@ pub(crate) struct Record {
     _permit: Option<OwnedSemaphorePermit>,
     _worker_permit: Option<OwnedSemaphorePermit>,
     _own_permit: Option<OwnedSemaphorePermit>,
+    /// The host side of the request, charged to the memory budgets.
+    _memory: Option<Charge>,
 }
 
 impl Record {
@@ -329,6 +408,9 @@ fn classify(error: &wasmtime::Error, meter: &CpuMeter, instance: &Instance) -> T
             limit: meter.limit(),
         };
     }
+    if let Some(refusal) = instance.store.data().limiter.refused {
+        return Termination::MemoryBudget(refusal);
+    }
     if let Some(requested) = instance.store.data().limiter.exceeded {
         return Termination::MemoryLimit {
             requested,
@@ -384,6 +466,7 @@ impl Worker {
             _permit: None,
             _worker_permit: None,
             _own_permit: None,
+            _memory: None,
         };
 
         if declared_length(request.headers()).is_some_and(|n| n > self.limits.body) {
@@ -443,6 +526,13 @@ impl Worker {
             Some(permit) => record._permit = Some(permit),
             None => return host_response(record, Termination::Overloaded),
         }
+        // Memory last: refused at once when the budgets are full, rather
+        // than taken and overcommitted.
+        let mut charge = Charge::new(self.budgets.clone());
+        if let Err(refusal) = charge.resize(memory::REQUEST_BASE) {
+            return host_response(record, Termination::MemoryBudget(refusal));
+        }
+        record._memory = Some(charge);
 
         let mut instance = match self.take_idle() {
             Some(mut instance) => {
@@ -486,20 +576,24 @@ impl Worker {
         });
         let deadline = tokio::time::Instant::from_std(started + self.limits.wall);
         let mut run = GuestRun {
-            future: Some(Metered::new(future, meter.clone())),
+            future: Some(Placement::Here(Metered::new(future, meter.clone()))),
             finished: None,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            meter: meter.clone(),
+            background: self.runtime.background(),
         };
 
         // Run the guest until it sets its response, returns, or runs out of
         // wall time.
         let response = std::future::poll_fn(|cx| {
             run.poll_guest(cx);
-            match receiver.try_recv() {
-                Ok(response) => return Poll::Ready(Some(response)),
-                Err(TryRecvError::Closed) => return Poll::Ready(None),
-                Err(TryRecvError::Empty) if run.finished.is_some() => return Poll::Ready(None),
-                Err(TryRecvError::Empty) => {}
+            // Polled (not just checked) so that a guest running on the
+            // background threads wakes this task when it responds.
+            match Pin::new(&mut receiver).poll(cx) {
+                Poll::Ready(Ok(response)) => return Poll::Ready(Some(response)),
+                Poll::Ready(Err(_closed)) => return Poll::Ready(None),
+                Poll::Pending if run.finished.is_some() => return Poll::Ready(None),
+                Poll::Pending => {}
             }
             if run.poll_deadline(cx) {
                 return Poll::Ready(None);

@@ -18,6 +18,7 @@ mod invoke;
 mod kv;
 mod limits;
 mod log;
+pub mod memory;
 mod outbound;
 mod runtime;
 pub mod server;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::guest_log::{LogLine, LogStream};
+use crate::memory::Refusal;
 
 /// Identifies one request in responses, logs and (later) the tail stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +58,9 @@ pub enum Termination {
     Trap { message: String },
     /// The guest returned without sending a response, or sent an error.
     NoResponse { detail: String },
+    /// The node's memory budget, or the worker's share of it, could not
+    /// take what the request needed.
+    MemoryBudget(Refusal),
     /// Every instance slot was busy for longer than the queue timeout.
     Overloaded,
     /// The worker had as many requests running as it may, for longer than
@@ -72,7 +76,8 @@ impl Termination {
         match self {
             Termination::CpuLimit { .. }
             | Termination::Overloaded
-            | Termination::WorkerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Termination::WorkerBusy { .. }
+            | Termination::MemoryBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             Termination::WallLimit { .. } => StatusCode::GATEWAY_TIMEOUT,
             Termination::RequestBodyLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Termination::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -99,6 +104,8 @@ impl Termination {
             Termination::NoResponse { .. } => "no-response",
             Termination::Overloaded => "overloaded",
             Termination::WorkerBusy { .. } => "worker-concurrency",
+            Termination::MemoryBudget(Refusal::Node { .. }) => "node-memory",
+            Termination::MemoryBudget(Refusal::Worker { .. }) => "worker-memory",
             Termination::BadRequest { .. } => "bad-request",
         }
     }
@@ -131,6 +138,12 @@ impl Termination {
             Termination::Overloaded => "the node is at its instance limit; retry shortly".into(),
             Termination::WorkerBusy { limit } => {
                 format!("the worker is at its limit of {limit} requests at once; retry shortly")
+            }
+            Termination::MemoryBudget(Refusal::Node { .. }) => {
+                "the node is at its memory budget; retry shortly".into()
+            }
+            Termination::MemoryBudget(Refusal::Worker { .. }) => {
+                "the worker is at its share of the node's memory; retry shortly".into()
             }
             Termination::BadRequest { detail } => format!("bad request: {detail}"),
         }
@@ -171,6 +184,9 @@ impl fmt::Display for Termination {
             }
             Termination::WorkerBusy { limit } => {
                 write!(f, "limit=worker-concurrency limit={limit}")
+            }
+            Termination::MemoryBudget(Refusal::Node { limit } | Refusal::Worker { limit }) => {
+                write!(f, "limit={} limit={}", self.reason(), bytes(*limit))
             }
             other => {
                 write!(f, "reason={}", other.reason())?;

@@ -99,6 +99,12 @@ impl OutboundPolicy {
 const DRAIN_REFUSED_BODY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl WasiHttpHooks for OutboundPolicy {
+    /// Small chunks keep what an outgoing body buffers in the host small
+    /// (it is charged to the node's memory budget; see `memory`).
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        crate::memory::BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

@@ -13,6 +13,7 @@ use crate::cache::{CompileCache, CompileSource, component_hash};
 use crate::error::{LoadError, RuntimeError};
 use crate::limits::Limits;
 use crate::log::{RequestSink, TracingSink};
+use crate::memory::MemoryBudget;
 use crate::state::InstanceState;
 use crate::worker::{Worker, WorkerSpec};
 
@@ -35,6 +36,9 @@ pub struct RuntimeConfig {
     /// before the guest starts, for the first [`PRE_READ`](crate::body)
     /// bytes in all; after, between two pieces. Then 408.
     pub body_read_timeout: Duration,
+    /// Bytes all requests together may hold: guest linear memory plus the
+    /// host side of each request (see [`memory`](crate::memory)).
+    pub memory_budget: u64,
     /// Use the pooling instance allocator when the machine allows it.
     pub pooling: bool,
     /// Where compiled components are cached; `None` disables the cache.
@@ -54,12 +58,20 @@ impl Default for RuntimeConfig {
             max_instances_per_worker: 1000,
             queue_timeout: Duration::from_secs(1),
             body_read_timeout: Duration::from_secs(10),
+            memory_budget: crate::memory::default_budget(),
             pooling: true,
             cache_dir: None,
             epoch_tick: Duration::from_millis(1),
             sink: Arc::new(TracingSink),
         }
     }
+}
+
+/// A worker's share of the node, by name.
+#[derive(Clone)]
+pub(crate) struct WorkerShare {
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) memory: Arc<MemoryBudget>,
 }
 
 /// Instances kept idle for workers that reuse them, beyond `max_instances`.
@@ -75,8 +87,13 @@ pub struct Runtime {
     pub(crate) config: RuntimeConfig,
     /// Instances parked for reuse, all workers together.
     pub(crate) idle_instances: AtomicU32,
-    /// Each worker's share of the instances, by worker name.
-    worker_slots: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
+    /// The node's memory budget, all requests together.
+    pub(crate) memory: Arc<MemoryBudget>,
+    /// Each worker's share of the instances and of the memory budget, by
+    /// worker name.
+    worker_shares: std::sync::Mutex<std::collections::HashMap<String, WorkerShare>>,
+    /// Threads for guests that compute for long, started on first use.
+    background: std::sync::OnceLock<Option<Background>>,
     pooling: bool,
 }
 
@@ -89,6 +106,17 @@ impl Runtime {
             return Err(RuntimeError::Config(
                 "max_instances must be at least 1".into(),
             ));
+        }
+        let floor = u64::from(config.max_instances).saturating_mul(crate::memory::INSTANCE_FLOOR);
+        if config.memory_budget < floor.max(config.ceilings.memory + crate::memory::REQUEST_BASE) {
+            return Err(RuntimeError::Config(format!(
+                "the memory budget ({} MiB) holds neither {} instances of {} KiB at least nor \
+                 one request at the highest memory limit ({} MiB)",
+                config.memory_budget >> 20,
+                config.max_instances,
+                crate::memory::INSTANCE_FLOOR >> 10,
+                config.ceilings.memory >> 20,
+            )));
         }
         if config.max_instances_per_worker == 0 {
             return Err(RuntimeError::Config(
@@ -110,6 +138,7 @@ impl Runtime {
         start_epoch_ticker(&engine, config.epoch_tick)
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
         let permits = Arc::new(Semaphore::new(config.max_instances as usize));
+        let memory = MemoryBudget::new(config.memory_budget);
         Ok(Arc::new(Runtime {
             engine,
             linker,
@@ -117,21 +146,29 @@ impl Runtime {
             permits,
             config,
             idle_instances: AtomicU32::new(0),
-            worker_slots: std::sync::Mutex::default(),
+            memory,
+            worker_shares: std::sync::Mutex::default(),
+            background: std::sync::OnceLock::new(),
             pooling,
         }))
     }
 
-    /// The instances worker `name` may hold at once, shared by its versions
-    /// (old and new ones during a deploy, stable and canary).
-    pub(crate) fn worker_slots(&self, name: &str) -> Arc<Semaphore> {
-        let mut slots = self.worker_slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots
+    /// Worker `name`'s share of the node: the instances it may hold at once
+    /// and the memory its requests may hold together (the same fraction of
+    /// the budget), shared by its versions (old and new ones during a
+    /// deploy, stable and canary).
+    pub(crate) fn worker_share(&self, name: &str) -> WorkerShare {
+        let mut shares = self.worker_shares.lock().unwrap_or_else(|p| p.into_inner());
+        let config = &self.config;
+        shares
             .entry(name.to_string())
             .or_insert_with(|| {
-                Arc::new(Semaphore::new(
-                    self.config.max_instances_per_worker as usize,
-                ))
+                let fraction =
+                    f64::from(config.max_instances_per_worker) / f64::from(config.max_instances);
+                WorkerShare {
+                    slots: Arc::new(Semaphore::new(config.max_instances_per_worker as usize)),
+                    memory: MemoryBudget::new((config.memory_budget as f64 * fraction) as u64),
+                }
             })
             .clone()
     }
@@ -139,19 +176,44 @@ impl Runtime {
     /// Instances serving a request now, by worker name (workers with none
     /// busy included, once they have been loaded).
     pub fn instances_busy_by_worker(&self) -> Vec<(String, u32)> {
-        let slots = self.worker_slots.lock().unwrap_or_else(|p| p.into_inner());
+        let shares = self.worker_shares.lock().unwrap_or_else(|p| p.into_inner());
         let cap = self.config.max_instances_per_worker;
-        let mut busy: Vec<(String, u32)> = slots
+        let mut busy: Vec<(String, u32)> = shares
             .iter()
-            .map(|(name, s)| {
+            .map(|(name, share)| {
                 (
                     name.clone(),
-                    cap.saturating_sub(s.available_permits() as u32),
+                    cap.saturating_sub(share.slots.available_permits() as u32),
                 )
             })
             .collect();
         busy.sort();
         busy
+    }
+
+    /// Where guests that have computed for a while run: as many threads as
+    /// the machine has cores, each at the lowest CPU priority (nice 19), so
+    /// the kernel gives them only the CPU the serving threads leave, and
+    /// short requests (new ones, and every connection's I/O) come first.
+    /// `None` where the threads cannot be started; such guests then yield
+    /// behind all other work on the serving threads instead.
+    pub(crate) fn background(&self) -> Option<tokio::runtime::Handle> {
+        self.background
+            .get_or_init(|| match Background::start() {
+                Ok(background) => Some(background),
+                Err(e) => {
+                    tracing::warn!("cannot start the background guest threads: {e}");
+                    None
+                }
+            })
+            .as_ref()
+            .and_then(|b| b.runtime.as_ref())
+            .map(|runtime| runtime.handle().clone())
+    }
+
+    /// Bytes the node's requests hold now, and its budget.
+    pub fn memory_used(&self) -> (u64, u64) {
+        (self.memory.used(), self.memory.limit())
     }
 
     /// Instances serving a request now, all workers together.
@@ -276,6 +338,53 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
         // instance dirtied, up to the keep-resident sizes above).
         .max_unused_warm_slots(instances);
     pool
+}
+
+/// The background threads' own tokio runtime.
+struct Background {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Background {
+    fn start() -> std::io::Result<Background> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("verge-background")
+            .on_thread_start(lowest_priority)
+            .enable_all()
+            .build()?;
+        Ok(Background {
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // The runtime may be dropped from async code (a node shutting down),
+        // where a blocking shutdown is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19): on Linux the
+/// nice value is per thread.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority has no memory effects; `who` 0 is the calling
+        // thread on Linux.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        if rc != 0 {
+            tracing::warn!(
+                "cannot lower the background guest threads' priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Without this thread no guest is ever interrupted, so failing to start it

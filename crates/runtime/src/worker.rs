@@ -10,6 +10,7 @@ use crate::cache::CodeToken;
 use crate::invoke::Instance;
 use crate::kv::KvBindings;
 use crate::limits::Limits;
+use crate::memory::Budgets;
 use crate::outbound::AllowedHosts;
 use crate::runtime::{IDLE_INSTANCE_SLOTS, Runtime};
 use crate::state::InstanceState;
@@ -75,6 +76,9 @@ pub struct Worker {
     /// The worker's share of the node's instances, shared with its other
     /// versions, and this version's own cap from its manifest.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// The budgets its requests are charged to: the node's and the
+    /// worker's share of it.
+    pub(crate) budgets: Budgets,
     pub(crate) own_slots: Option<(Arc<tokio::sync::Semaphore>, u32)>,
     idle: Mutex<Vec<Instance>>,
     /// Keeps the compiled code shared with other workers of the same bytes.
@@ -90,7 +94,11 @@ impl Worker {
         pre: ProxyPre<InstanceState>,
         code: CodeToken,
     ) -> Worker {
-        let slots = runtime.worker_slots(&spec.name);
+        let share = runtime.worker_share(&spec.name);
+        let budgets = Budgets {
+            node: runtime.memory.clone(),
+            worker: share.memory,
+        };
         let own_slots = spec
             .concurrency
             .filter(|n| *n < runtime.config.max_instances_per_worker)
@@ -102,7 +110,8 @@ impl Worker {
             });
         Worker {
             runtime,
-            slots,
+            slots: share.slots,
+            budgets,
             own_slots,
             name: spec.name.into(),
             hash,

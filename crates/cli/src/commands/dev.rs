@@ -125,6 +125,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         // One worker: its share is the whole node (a manifest's
         // `concurrency` still applies).
         max_instances_per_worker: args.max_instances.max(1),
+        memory_budget: verge_runtime::memory::default_budget(),
         queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         header_read_timeout: Duration::from_secs(10),
         body_read_timeout: Duration::from_secs(10),

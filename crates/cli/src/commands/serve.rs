@@ -67,6 +67,11 @@ pub struct ServeArgs {
     #[arg(long, env = "VERGE_MAX_INSTANCES_PER_WORKER")]
     max_instances_per_worker: Option<u32>,
 
+    /// Memory all requests together may hold, guest memory and host buffers,
+    /// in MiB [default: three quarters of the machine's memory].
+    #[arg(long, env = "VERGE_MEMORY_BUDGET_MIB")]
+    memory_budget_mib: Option<u64>,
+
     /// How long a request waits for a free instance before a 503 [default: 1000].
     #[arg(long, env = "VERGE_QUEUE_TIMEOUT_MS")]
     queue_timeout_ms: Option<u64>,
@@ -147,6 +152,7 @@ impl ServeArgs {
             admin_tokens,
             max_instances: self.max_instances,
             max_instances_per_worker: self.max_instances_per_worker,
+            memory_budget_mib: self.memory_budget_mib,
             queue_timeout_ms: self.queue_timeout_ms,
             header_read_timeout_ms: self.header_read_timeout_ms,
             body_read_timeout_ms: self.body_read_timeout_ms,

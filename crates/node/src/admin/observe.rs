@@ -23,6 +23,7 @@ pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse 
         node.runtime.instances_busy(),
         &node.runtime.instances_busy_by_worker(),
         node.runtime.instances_idle(),
+        node.runtime.memory_used(),
         node.registry.len(),
         node.stores().kv_cache.as_deref(),
     );
