@@ -13,7 +13,7 @@ component, A and B, then measures B's hello (/plain) with wrk:
     (A's wall limit is 5 s here, so the scenario ends within the run);
 and prints each one's req/s, p99, 503s seen by B, and the ratio to B alone.
 Then a memory burst: 60 requests to A at once, each holding 30 MiB of
-linear memory, and 30 keeping 30 MiB of header maps in the host, for a
+linear memory, and 30 keeping 10 MiB of header maps in the host, for a
 second; it reads the node's RSS before the scenarios, at the burst's peak,
 and 6 s after it.
 
@@ -108,9 +108,9 @@ def request(path):
 
 
 def memory_burst(pid):
-    """60 requests holding 30 MiB of guest memory and 30 holding 30 MiB of
+    """60 requests holding 30 MiB of guest memory and 30 holding 10 MiB of
     host objects, at once; the statuses and the node's RSS at the peak."""
-    paths = ["/alloc?mib=30&hold_ms=1000"] * 60 + ["/hoard?mib=30&hold_ms=1000"] * 30
+    paths = ["/alloc?mib=30&hold_ms=1000"] * 60 + ["/hoard?mib=10&hold_ms=1000"] * 30
     statuses = []
     threads = [threading.Thread(target=lambda p=p: statuses.append(request(p))) for p in paths]
     for t in threads:

@@ -432,3 +432,29 @@ fn a_guest_that_computes_for_long_still_streams_its_response() {
         .unwrap_or_else(|| panic!("no cpu= in {line}"));
     assert!(cpu > 2.0, "the guest computed for {cpu} ms only: {line}");
 }
+
+#[test]
+fn host_memory_freed_after_a_burst_returns_to_the_system() {
+    let node = Node::start(&["--max-cpu-ms", "5000"]);
+    let project = worker("hoard", &fixtures(), "[limits]\ncpu_ms = 5000\n");
+    succeed(node.cli().arg("deploy").arg(project.path()));
+    assert_eq!(node.get("hoard.localhost", "/plain").status, 200);
+    let before = node.rss_kib();
+
+    // Twenty requests keep 10 MiB of header maps each in the host for a
+    // while; the node's memory grows by about that much.
+    std::thread::scope(|scope| {
+        let burst =
+            scope.spawn(|| at_once(&node, "hoard.localhost", "/hoard?mib=10&hold_ms=1500", 20));
+        eventually("the burst is held", || node.rss_kib() > before + 150 * 1024);
+        let results = burst.join().unwrap();
+        assert!(
+            results.iter().all(|(status, _)| *status == 200),
+            "{results:?}"
+        );
+    });
+    // Then it is given back to the system, not kept by the allocator.
+    eventually("the memory is returned", || {
+        node.rss_kib() < before + 64 * 1024
+    });
+}

@@ -18,7 +18,8 @@ pub struct Limits {
     pub cpu: Duration,
     /// Wall-clock time from the request's arrival to the end of its response.
     pub wall: Duration,
-    /// Linear memory of one instance, in bytes.
+    /// Memory of one instance, in bytes: its linear memory plus the
+    /// wasi:http objects its guest keeps in the host.
     pub memory: u64,
     /// Size of the request body and of the response body, each, in bytes.
     pub body: u64,

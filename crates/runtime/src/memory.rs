@@ -58,6 +58,8 @@ const OTHER_OBJECT: u64 = 1024;
 pub struct MemoryBudget {
     limit: u64,
     used: AtomicU64,
+    /// The most charged at once since [`MemoryBudget::take_peak`].
+    peak: AtomicU64,
 }
 
 impl MemoryBudget {
@@ -65,6 +67,7 @@ impl MemoryBudget {
         Arc::new(MemoryBudget {
             limit,
             used: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
         })
     }
 
@@ -78,12 +81,24 @@ impl MemoryBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// The most charged at once since the last call, which starts the next
+    /// period at what is charged now.
+    pub fn take_peak(&self) -> u64 {
+        self.peak.swap(self.used(), Ordering::Relaxed)
+    }
+
     fn try_take(&self, bytes: u64) -> bool {
-        self.used
+        match self
+            .used
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| {
                 used.checked_add(bytes).filter(|total| *total <= self.limit)
-            })
-            .is_ok()
+            }) {
+            Ok(before) => {
+                self.peak.fetch_max(before + bytes, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn give_back(&self, bytes: u64) {
@@ -191,6 +206,39 @@ fn fields_size(fields: &http::HeaderMap) -> u64 {
         .sum()
 }
 
+/// How far charges must have fallen from their peak before the allocator
+/// is asked to return freed memory to the system.
+const TRIM_AFTER: u64 = 64 * MIB;
+
+/// Returns the host memory a burst of requests freed to the system once it
+/// is over. glibc's allocator keeps freed memory in its arenas for reuse;
+/// after a burst (many requests with large header maps or body buffers,
+/// say) that is hundreds of MiB the node holds for nothing. A thread checks
+/// every second whether the charges have fallen by [`TRIM_AFTER`] from
+/// their peak, and if so calls `malloc_trim`; it stops with the budget.
+pub(crate) fn start_trimmer(budget: &Arc<MemoryBudget>) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let weak = Arc::downgrade(budget);
+        std::thread::Builder::new()
+            .name("verge-trim".into())
+            .spawn(move || {
+                while let Some(budget) = weak.upgrade() {
+                    if budget.take_peak().saturating_sub(budget.used()) >= TRIM_AFTER {
+                        // SAFETY: malloc_trim only releases free memory; it
+                        // is safe to call from any thread at any time.
+                        unsafe { libc::malloc_trim(0) };
+                    }
+                    drop(budget);
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            })?;
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = budget;
+    Ok(())
+}
+
 /// The memory this process may use: the machine's RAM, or its control
 /// group's limit where that is lower (a container's).
 pub fn machine_memory() -> Option<u64> {
@@ -257,6 +305,12 @@ mod tests {
 
         first.resize(5).unwrap();
         assert_eq!(b.node.used(), 55);
+        assert_eq!(b.node.take_peak(), 100, "the node was full once");
+        assert_eq!(
+            b.node.take_peak(),
+            55,
+            "a new period starts at what is used"
+        );
         drop((first, second, third));
         assert_eq!((b.node.used(), b.worker.used()), (0, 0));
     }

@@ -139,6 +139,8 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
         let permits = Arc::new(Semaphore::new(config.max_instances as usize));
         let memory = MemoryBudget::new(config.memory_budget);
+        crate::memory::start_trimmer(&memory)
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the trim thread: {e}")))?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
