@@ -12,10 +12,10 @@ component, A and B, then measures B's hello (/plain) with wrk:
   - while N clients ask A for a 60 MiB response and never read it
     (A's wall limit is 5 s here, so the scenario ends within the run);
 and prints each one's req/s, p99, 503s seen by B, and the ratio to B alone.
-Then a memory burst: 60 requests to A at once, each holding 30 MiB of
+First, a memory burst: 60 requests to A at once, each holding 30 MiB of
 linear memory, and 30 keeping 10 MiB of header maps in the host, for a
-second; it reads the node's RSS before the scenarios, at the burst's peak,
-and 6 s after it.
+second; it reads the node's RSS before, at the burst's peak and 6 s after
+it, and again 6 s after the other scenarios.
 
 Usage: python3 bench/isolation.py [--duration 10] [--connections 16] [--clients 1000]
                                  [--binary PATH]
@@ -169,6 +169,9 @@ def main():
         wrk_b(2, args.connections)
         time.sleep(1)
         rss_before = rss_kib(proc.pid)
+        statuses, rss_peak = memory_burst(proc.pid)
+        time.sleep(6)
+        rss_after = rss_kib(proc.pid)
 
         results = []
         results.append(("B alone", *wrk_b(args.duration, args.connections)))
@@ -183,9 +186,6 @@ def main():
                         *with_background(silent_readers, args.clients, args.duration, args.connections)))
         time.sleep(6)
         rss_scenarios = rss_kib(proc.pid)
-        statuses, rss_peak = memory_burst(proc.pid)
-        time.sleep(6)
-        rss_after = rss_kib(proc.pid)
     finally:
         if proc:
             proc.send_signal(signal.SIGINT)
@@ -200,12 +200,12 @@ def main():
     print(f"{'while':32}{'req/s':>10}{'vs alone':>10}{'p99 ms':>9}{'B non-2xx':>11}")
     for name, rps, p99, errors in results:
         print(f"{name:32}{rps:10.0f}{rps / alone:10.2f}{p99:9.2f}{errors:11d}")
-    print(f"\nnode RSS: {rss_before} KiB before the scenarios, {rss_scenarios} KiB 6 s after "
-          f"them ({rss_scenarios / rss_before:.2f}x)")
     ok = statuses.count(200)
-    print(f"memory burst: {ok} of {len(statuses)} answered 200 "
-          f"(others: {sorted(set(statuses) - {200})}); RSS {rss_peak} KiB at its peak, "
-          f"{rss_after} KiB 6 s after ({rss_after / rss_before:.2f}x the start)")
+    print(f"\nmemory burst: {ok} of {len(statuses)} answered 200 "
+          f"(others: {sorted(set(statuses) - {200})}); node RSS {rss_before} KiB before, "
+          f"{rss_peak} KiB at its peak, {rss_after} KiB 6 s after ({rss_after / rss_before:.2f}x)")
+    print(f"node RSS 6 s after the other scenarios: {rss_scenarios} KiB "
+          f"({rss_scenarios / rss_before:.2f}x the start)")
 
 
 if __name__ == "__main__":
