@@ -38,6 +38,7 @@ use crate::guest_log::GuestLog;
 use crate::kv::{KvContext, KvStats};
 use crate::log::{RequestId, RequestSummary, Termination, millis};
 use crate::memory::{self, Charge};
+use crate::runtime::Runtime;
 use crate::server::ResponseDeadline;
 use crate::state::InstanceState;
 use crate::worker::Worker;
@@ -173,7 +174,6 @@ pub(crate) struct GuestRun {
     finished: Option<GuestOutput>,
     deadline: Pin<Box<Sleep>>,
     meter: Arc<CpuMeter>,
-    background: Option<tokio::runtime::Handle>,
 }
 
 impl GuestRun {
@@ -181,14 +181,14 @@ impl GuestRun {
     /// `finished`. A guest that has computed for a while is moved to the
     /// background threads, which the kernel runs only on the CPU the
     /// serving threads leave (see `Runtime::background`).
-    fn poll_guest(&mut self, cx: &mut Context<'_>) {
+    fn poll_guest(&mut self, cx: &mut Context<'_>, runtime: &Runtime) {
         let output = match &mut self.future {
             None => return,
             Some(Placement::Here(future)) => match Pin::new(future).poll(cx) {
                 Poll::Ready(output) => output,
                 Poll::Pending => {
                     if self.meter.used() >= LONG_RUNNING
-                        && let Some(handle) = &self.background
+                        && let Some(handle) = runtime.background()
                         && let Some(Placement::Here(future)) = self.future.take()
                     {
                         self.meter.moved_to_background();
@@ -238,7 +238,7 @@ impl GuestRun {
         cx: &mut Context<'_>,
         record: &mut Record,
     ) -> Option<Termination> {
-        self.poll_guest(cx);
+        self.poll_guest(cx, &record.worker.runtime);
         let output = self.finished.take()?;
         record.guest_finished(output)
     }
@@ -582,13 +582,12 @@ impl Worker {
             finished: None,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             meter: meter.clone(),
-            background: self.runtime.background(),
         };
 
         // Run the guest until it sets its response, returns, or runs out of
         // wall time.
         let response = std::future::poll_fn(|cx| {
-            run.poll_guest(cx);
+            run.poll_guest(cx, &self.runtime);
             // Polled (not just checked) so that a guest running on the
             // background threads wakes this task when it responds.
             match Pin::new(&mut receiver).poll(cx) {

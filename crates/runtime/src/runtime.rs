@@ -194,9 +194,9 @@ impl Runtime {
     }
 
     /// Where guests that have computed for a while run: as many threads as
-    /// the machine has cores, each at the lowest CPU priority (nice 19), so
-    /// the kernel gives them only the CPU the serving threads leave, and
-    /// short requests (new ones, and every connection's I/O) come first.
+    /// the machine has cores, each at a low CPU priority ([`BACKGROUND_NICE`]),
+    /// so the kernel favours the serving threads over them, and short
+    /// requests (new ones, and every connection's I/O) come first.
     /// `None` where the threads cannot be started; such guests then yield
     /// behind all other work on the serving threads instead.
     pub(crate) fn background(&self) -> Option<tokio::runtime::Handle> {
@@ -353,7 +353,7 @@ impl Background {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("verge-background")
-            .on_thread_start(lowest_priority)
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()?;
         Ok(Background {
@@ -372,14 +372,22 @@ impl Drop for Background {
     }
 }
 
-/// Gives the calling thread the lowest CPU priority (nice 19): on Linux the
-/// nice value is per thread.
-fn lowest_priority() {
+/// The background threads' nice value. Against a busy serving thread (nice
+/// 0) such a thread gets about a tenth of a core (the kernel's weights are
+/// 1024 and 110), so long-running guests take little from short requests
+/// yet still progress when the machine is busy, whoever else keeps it busy.
+/// At nice 19 (weight 15) they all but stopped whenever any other process
+/// used the CPU.
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's CPU priority to [`BACKGROUND_NICE`]: on Linux
+/// the nice value is per thread.
+fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: setpriority has no memory effects; `who` 0 is the calling
         // thread on Linux.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
         if rc != 0 {
             tracing::warn!(
                 "cannot lower the background guest threads' priority: {}",
