@@ -92,11 +92,13 @@ impl Instance {
             }
             Ok(match state.meter.check_in_poll() {
                 None => return Err(wasmtime::Error::new(CpuLimitExceeded)),
-                // A guest that has computed for a while goes behind everything
-                // else: tokio runs a task that yielded this way only once its
-                // worker has no other task to run and has polled the sockets, so
-                // new requests and every connection's I/O come first.
-                Some(used) if used >= LONG_RUNNING => {
+                // A guest that has computed for a while and is still on a
+                // serving thread goes behind everything else: tokio runs a
+                // task that yielded this way only once its worker has no
+                // other task to run and has polled the sockets, so new
+                // requests and every connection's I/O come first. Its task
+                // then moves it to the background threads (`poll_guest`).
+                Some(used) if used >= LONG_RUNNING && !state.meter.in_background() => {
                     UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
                 }
                 // Yielding at every tick lets other requests on this thread
