@@ -31,7 +31,8 @@ pub fn thread_cpu_now() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The CPU budget of one request and what it has used so far.
+/// The CPU budget of one request and what it has used so far, and whether
+/// its guest has moved to the background threads for using much of it.
 ///
 /// Shared between the [`Metered`] wrapper (which accounts each poll) and the
 /// store's epoch callback (which checks the budget mid-poll). Every access

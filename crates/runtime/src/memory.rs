@@ -170,7 +170,7 @@ impl Drop for Charge {
 }
 
 /// Host memory held by the wasi:http objects in a guest's resource table:
-/// headers by their size (as wasi:http measures them), bodies by what they
+/// headers by the size of their names and values, bodies by what they
 /// may buffer, anything else as a small record.
 pub(crate) fn host_objects(table: &mut ResourceTable) -> u64 {
     table
@@ -197,8 +197,8 @@ fn body_size(present: bool) -> u64 {
     if present { BODY_BUFFER } else { 0 }
 }
 
-/// Names and values plus a record per entry, as wasi:http counts them
-/// against its field size limit.
+/// Names and values plus 32 bytes per entry for the map's own records (close
+/// to what wasi:http counts against its field size limit).
 fn fields_size(fields: &http::HeaderMap) -> u64 {
     fields
         .iter()

@@ -93,7 +93,7 @@ pub struct Runtime {
     /// worker name.
     worker_shares: std::sync::Mutex<std::collections::HashMap<String, WorkerShare>>,
     /// Threads for guests that compute for long, started on first use.
-    background: std::sync::OnceLock<Option<Background>>,
+    background: std::sync::OnceLock<Option<BackgroundThreads>>,
     pooling: bool,
 }
 
@@ -201,7 +201,7 @@ impl Runtime {
     /// behind all other work on the serving threads instead.
     pub(crate) fn background(&self) -> Option<tokio::runtime::Handle> {
         self.background
-            .get_or_init(|| match Background::start() {
+            .get_or_init(|| match BackgroundThreads::start() {
                 Ok(background) => Some(background),
                 Err(e) => {
                     tracing::warn!("cannot start the background guest threads: {e}");
@@ -343,12 +343,12 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
 }
 
 /// The background threads' own tokio runtime.
-struct Background {
+struct BackgroundThreads {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-impl Background {
-    fn start() -> std::io::Result<Background> {
+impl BackgroundThreads {
+    fn start() -> std::io::Result<BackgroundThreads> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -356,13 +356,13 @@ impl Background {
             .on_thread_start(lower_priority)
             .enable_all()
             .build()?;
-        Ok(Background {
+        Ok(BackgroundThreads {
             runtime: Some(runtime),
         })
     }
 }
 
-impl Drop for Background {
+impl Drop for BackgroundThreads {
     fn drop(&mut self) {
         // The runtime may be dropped from async code (a node shutting down),
         // where a blocking shutdown is not allowed.
