@@ -12,6 +12,9 @@ component, A and B, then measures B's hello (/plain) with wrk:
   - while N clients ask A for a 60 MiB response and never read it
     (A's wall limit is 5 s here, so the scenario ends within the run);
 and prints each one's req/s, p99, 503s seen by B, and the ratio to B alone.
+Then worker C's long requests (/burn, a few ms of CPU each) on one
+connection, alone and while A loops on 8: long-running guests share the
+background threads by worker, so C should keep its pace.
 First, a memory burst: 60 requests to A at once, each holding 30 MiB of
 linear memory, and 30 keeping 10 MiB of header maps in the host, for a
 second; it reads the node's RSS before, at the burst's peak and 6 s after
@@ -44,11 +47,11 @@ from run import FIXTURES, ROOT, run  # noqa: E402
 DATA, ADMIN = 18901, 18911
 
 
-def wrk_b(duration, connections):
-    """B's hello: req/s, p99 ms and non-2xx answers."""
+def wrk_b(duration, connections, host="b.localhost", path="/plain"):
+    """B's hello (or `path` of `host`): req/s, p99 ms and non-2xx answers."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-         "-H", "Host: b.localhost", f"http://127.0.0.1:{DATA}/plain"],
+         "-H", f"Host: {host}", f"http://127.0.0.1:{DATA}{path}"],
         check=True, capture_output=True, text=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -159,6 +162,7 @@ def main():
         proc, base = start_node(binary, DATA, ADMIN, os.path.join(tmp, "node"),
                                 ["--max-cpu-ms", "50"])
         deploy(base, ["b"], component)
+        deploy(base, ["c"], component)
         # A: the same code, with a wall limit that ends the silent readers'
         # responses within the run.
         deploy(base, ["a"], component)
@@ -180,6 +184,14 @@ def main():
             time.sleep(1)
             results.append((f"A loops on {n}", *wrk_b(args.duration, args.connections)))
             a.wait()
+        # Long-running guests share the background threads by worker: C's
+        # one connection keeps its pace while A loops on eight.
+        burn = "/burn?iterations=4000000"
+        c_alone = wrk_b(args.duration, 1, "c.localhost", burn)
+        a = loopers(8, args.duration + 3)
+        time.sleep(1)
+        c_shared = wrk_b(args.duration, 1, "c.localhost", burn)
+        a.wait()
         results.append((f"{args.clients} slow bodies to A",
                         *with_background(slow_bodies, args.clients, args.duration, args.connections)))
         results.append((f"{args.clients} silent readers of A",
@@ -200,6 +212,9 @@ def main():
     print(f"{'while':32}{'req/s':>10}{'vs alone':>10}{'p99 ms':>9}{'B non-2xx':>11}")
     for name, rps, p99, errors in results:
         print(f"{name:32}{rps:10.0f}{rps / alone:10.2f}{p99:9.2f}{errors:11d}")
+    print(f"\nC's long requests ({burn}) on 1 connection: {c_alone[0]:.1f} req/s alone, "
+          f"{c_shared[0]:.1f} while A loops on 8 ({c_shared[0] / c_alone[0]:.2f}x); "
+          f"p99 {c_alone[1]:.1f} and {c_shared[1]:.1f} ms")
     ok = statuses.count(200)
     print(f"\nmemory burst: {ok} of {len(statuses)} answered 200 "
           f"(others: {sorted(set(statuses) - {200})}); node RSS {rss_before} KiB before, "

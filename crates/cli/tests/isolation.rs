@@ -275,6 +275,47 @@ fn a_worker_answers_while_another_loops_on_eight_connections() {
     });
 }
 
+#[test]
+fn long_running_guests_share_the_cpu_by_worker_not_by_request() {
+    let node = Node::start(&[]);
+    let many = worker("many", &fixtures(), "");
+    let one = worker("one", &fixtures(), "");
+    succeed(node.cli().arg("deploy").arg(many.path()));
+    succeed(node.cli().arg("deploy").arg(one.path()));
+    // Each request computes for some milliseconds, well past the point where
+    // guests move to the background threads, and well within 50 ms.
+    let path = "/burn?iterations=15000000";
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut by_many, mut by_one) = (0u32, 0u32);
+    std::thread::scope(|scope| {
+        let looping = |host: &'static str| {
+            let stop = &stop;
+            let node = &node;
+            scope.spawn(move || {
+                let mut done = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let reply = node.get(host, path);
+                    assert_eq!(reply.status, 200, "{host}: {}", reply.text());
+                    done += 1;
+                }
+                done
+            })
+        };
+        let many: Vec<_> = (0..8).map(|_| looping("many.localhost")).collect();
+        let one = looping("one.localhost");
+        std::thread::sleep(Duration::from_secs(4));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        by_many = many.into_iter().map(|h| h.join().unwrap()).sum();
+        by_one = one.join().unwrap();
+    });
+    // Shared by request, `one` would get about a ninth of the CPU, an
+    // eighth of what `many` gets; shared by worker, as much as `many`.
+    assert!(
+        by_one * 3 >= by_many,
+        "one connection to `one` got {by_one} requests done, eight to `many` {by_many}"
+    );
+}
+
 /// The `verge_…` gauge `name` in `metrics`.
 fn gauge(metrics: &str, name: &str) -> u64 {
     metrics

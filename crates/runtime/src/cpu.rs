@@ -46,6 +46,7 @@ pub struct CpuMeter {
     poll_started_ns: AtomicU64,
     exceeded: AtomicBool,
     background: AtomicBool,
+    handover: AtomicBool,
 }
 
 impl CpuMeter {
@@ -56,6 +57,7 @@ impl CpuMeter {
             poll_started_ns: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
             background: AtomicBool::new(false),
+            handover: AtomicBool::new(false),
         }
     }
 
@@ -82,6 +84,17 @@ impl CpuMeter {
     /// Whether the guest runs on the background threads.
     pub fn in_background(&self) -> bool {
         self.background.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the guest, at an epoch tick on the background threads,
+    /// gives its turn there over (see `fair::Handover`).
+    pub(crate) fn ask_handover(&self) {
+        self.handover.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the guest gave its turn over in the poll that just ended.
+    pub(crate) fn take_handover(&self) -> bool {
+        self.handover.swap(false, Ordering::Relaxed)
     }
 
     /// Called from the epoch deadline callback, inside a poll: the CPU time

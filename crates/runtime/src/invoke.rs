@@ -34,11 +34,11 @@ use crate::body::{
     ClientBody, GuestBody, LimitedIncoming, PreReadError, RequestBody, ResponseBody,
 };
 use crate::cpu::{CpuMeter, Metered};
+use crate::fair::Handover;
 use crate::guest_log::GuestLog;
 use crate::kv::{KvContext, KvStats};
 use crate::log::{RequestId, RequestSummary, Termination, millis};
 use crate::memory::{self, Charge};
-use crate::runtime::Runtime;
 use crate::server::ResponseDeadline;
 use crate::state::InstanceState;
 use crate::worker::Worker;
@@ -100,6 +100,11 @@ impl Instance {
                 // then moves it to the background threads (`poll_guest`).
                 Some(used) if used >= LONG_RUNNING && !state.meter.in_background() => {
                     UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+                }
+                // On the background threads a guest gives its turn over at
+                // every tick, to the worker owed most (`fair`).
+                Some(_) if state.meter.in_background() => {
+                    UpdateDeadline::YieldCustom(1, Box::pin(Handover::new(state.meter.clone())))
                 }
                 // Yielding at every tick lets other requests on this thread
                 // run while a guest computes.
@@ -183,18 +188,19 @@ impl GuestRun {
     /// `finished`. A guest that has computed for a while is moved to the
     /// background threads, which the kernel runs only on the CPU the
     /// serving threads leave (see `Runtime::background`).
-    fn poll_guest(&mut self, cx: &mut Context<'_>, runtime: &Runtime) {
+    fn poll_guest(&mut self, cx: &mut Context<'_>, worker: &Worker) {
         let output = match &mut self.future {
             None => return,
             Some(Placement::Here(future)) => match Pin::new(future).poll(cx) {
                 Poll::Ready(output) => output,
                 Poll::Pending => {
                     if self.meter.used() >= LONG_RUNNING
-                        && let Some(handle) = runtime.background()
+                        && let Some(background) = worker.runtime.background()
                         && let Some(Placement::Here(future)) = self.future.take()
                     {
                         self.meter.moved_to_background();
-                        let mut task = Background(handle.spawn(future));
+                        let task = background.spawn(future, worker.turns, self.meter.clone());
+                        let mut task = Background(task);
                         // Registers this task's waker with the moved guest.
                         if let Poll::Ready(joined) = Pin::new(&mut task.0).poll(cx) {
                             self.settle(joined);
@@ -240,7 +246,7 @@ impl GuestRun {
         cx: &mut Context<'_>,
         record: &mut Record,
     ) -> Option<Termination> {
-        self.poll_guest(cx, &record.worker.runtime);
+        self.poll_guest(cx, &record.worker);
         let output = self.finished.take()?;
         record.guest_finished(output)
     }
@@ -589,7 +595,7 @@ impl Worker {
         // Run the guest until it sets its response, returns, or runs out of
         // wall time.
         let response = std::future::poll_fn(|cx| {
-            run.poll_guest(cx, &self.runtime);
+            run.poll_guest(cx, &self);
             // Polled (not just checked) so that a guest running on the
             // background threads wakes this task when it responds.
             match Pin::new(&mut receiver).poll(cx) {

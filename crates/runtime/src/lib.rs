@@ -13,6 +13,7 @@ mod body;
 mod cache;
 pub mod cpu;
 mod error;
+mod fair;
 pub mod guest_log;
 mod invoke;
 mod kv;

@@ -1,5 +1,6 @@
 //! The engine every worker of a node shares, and the node-wide settings.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
@@ -10,7 +11,9 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{CompileCache, CompileSource, component_hash};
+use crate::cpu::CpuMeter;
 use crate::error::{LoadError, RuntimeError};
+use crate::fair::{Fair, Gate, WorkerId};
 use crate::limits::Limits;
 use crate::log::{RequestSink, TracingSink};
 use crate::memory::MemoryBudget;
@@ -72,6 +75,8 @@ impl Default for RuntimeConfig {
 pub(crate) struct WorkerShare {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) memory: Arc<MemoryBudget>,
+    /// The worker's name to the background threads' gate.
+    pub(crate) turns: WorkerId,
 }
 
 /// Instances kept idle for workers that reuse them, beyond `max_instances`.
@@ -162,6 +167,8 @@ impl Runtime {
     pub(crate) fn worker_share(&self, name: &str) -> WorkerShare {
         let mut shares = self.worker_shares.lock().unwrap_or_else(|p| p.into_inner());
         let config = &self.config;
+        // Shares are never removed, so their count is a fresh id.
+        let turns = shares.len() as WorkerId;
         shares
             .entry(name.to_string())
             .or_insert_with(|| {
@@ -170,6 +177,7 @@ impl Runtime {
                 WorkerShare {
                     slots: Arc::new(Semaphore::new(config.max_instances_per_worker as usize)),
                     memory: MemoryBudget::new((config.memory_budget as f64 * fraction) as u64),
+                    turns,
                 }
             })
             .clone()
@@ -199,7 +207,7 @@ impl Runtime {
     /// requests (new ones, and every connection's I/O) come first.
     /// `None` where the threads cannot be started; such guests then yield
     /// behind all other work on the serving threads instead.
-    pub(crate) fn background(&self) -> Option<tokio::runtime::Handle> {
+    pub(crate) fn background(&self) -> Option<&BackgroundThreads> {
         self.background
             .get_or_init(|| match BackgroundThreads::start() {
                 Ok(background) => Some(background),
@@ -209,8 +217,6 @@ impl Runtime {
                 }
             })
             .as_ref()
-            .and_then(|b| b.runtime.as_ref())
-            .map(|runtime| runtime.handle().clone())
     }
 
     /// Bytes the node's requests hold now, and its budget.
@@ -342,9 +348,12 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
     pool
 }
 
-/// The background threads' own tokio runtime.
-struct BackgroundThreads {
+/// The background threads' own tokio runtime, and the gate that gives
+/// their turns to workers fairly.
+pub(crate) struct BackgroundThreads {
     runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    gate: Arc<Gate>,
 }
 
 impl BackgroundThreads {
@@ -357,8 +366,26 @@ impl BackgroundThreads {
             .enable_all()
             .build()?;
         Ok(BackgroundThreads {
+            handle: runtime.handle().clone(),
             runtime: Some(runtime),
+            gate: Arc::new(Gate::new(threads)),
         })
+    }
+
+    /// Runs a guest on the background threads, in turns its worker shares
+    /// fairly with the others there.
+    pub(crate) fn spawn<F>(
+        &self,
+        guest: F,
+        worker: WorkerId,
+        meter: Arc<CpuMeter>,
+    ) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Unpin + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let fair = Fair::new(guest, self.gate.clone(), worker, meter);
+        self.handle.spawn(fair)
     }
 }
 

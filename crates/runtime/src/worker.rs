@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::CodeToken;
+use crate::fair::WorkerId;
 use crate::invoke::Instance;
 use crate::kv::KvBindings;
 use crate::limits::Limits;
@@ -80,6 +81,8 @@ pub struct Worker {
     /// worker's share of it.
     pub(crate) budgets: Budgets,
     pub(crate) own_slots: Option<(Arc<tokio::sync::Semaphore>, u32)>,
+    /// The worker's name to the background threads' gate.
+    pub(crate) turns: WorkerId,
     idle: Mutex<Vec<Instance>>,
     /// Keeps the compiled code shared with other workers of the same bytes.
     _code: CodeToken,
@@ -111,6 +114,7 @@ impl Worker {
         Worker {
             runtime,
             slots: share.slots,
+            turns: share.turns,
             budgets,
             own_slots,
             name: spec.name.into(),
