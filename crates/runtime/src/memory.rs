@@ -210,6 +210,11 @@ fn fields_size(fields: &http::HeaderMap) -> u64 {
 /// is asked to return freed memory to the system.
 const TRIM_AFTER: u64 = 64 * MIB;
 
+/// Trims made, a second apart, once charges have fallen: the rest of a
+/// burst ends (and frees its memory) over the next seconds, by less than
+/// [`TRIM_AFTER`] at a time.
+const TRIMS_AFTER_A_FALL: u32 = 5;
+
 /// Returns the host memory a burst of requests freed to the system once it
 /// is over. glibc's allocator keeps freed memory in its arenas for reuse;
 /// after a burst (many requests with large header maps or body buffers,
@@ -223,8 +228,13 @@ pub(crate) fn start_trimmer(budget: &Arc<MemoryBudget>) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("verge-trim".into())
             .spawn(move || {
+                let mut trims_left = 0;
                 while let Some(budget) = weak.upgrade() {
                     if budget.take_peak().saturating_sub(budget.used()) >= TRIM_AFTER {
+                        trims_left = TRIMS_AFTER_A_FALL;
+                    }
+                    if trims_left > 0 {
+                        trims_left -= 1;
                         // SAFETY: malloc_trim only releases free memory; it
                         // is safe to call from any thread at any time.
                         unsafe { libc::malloc_trim(0) };
