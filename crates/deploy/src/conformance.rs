@@ -54,11 +54,18 @@ pub async fn deploy_store(store: &(impl DeployStore + SecretStore)) {
         updated_at: 5,
         author: "ops".into(),
     };
+    assert_eq!(store.deployment("a").await.unwrap(), None);
     store.set_deployment(&deployment).await.unwrap();
     assert_eq!(store.deployments().await.unwrap(), [deployment.clone()]);
+    assert_eq!(
+        store.deployment("a").await.unwrap().as_ref(),
+        Some(&deployment)
+    );
+    assert_eq!(store.deployment("b").await.unwrap(), None);
     deployment.canary = None;
     store.set_deployment(&deployment).await.unwrap();
-    assert_eq!(store.deployments().await.unwrap(), [deployment]);
+    assert_eq!(store.deployments().await.unwrap(), [deployment.clone()]);
+    assert_eq!(store.deployment("a").await.unwrap(), Some(deployment));
 
     assert_eq!(store.prune_versions("a", &["v2".into()]).await.unwrap(), 1);
     assert_eq!(version_ids(store, "a").await, ["v2"]);
@@ -71,11 +78,37 @@ pub async fn deploy_store(store: &(impl DeployStore + SecretStore)) {
     assert!(store.delete_worker("a").await.unwrap());
     assert!(!store.delete_worker("a").await.unwrap());
     assert!(store.deployments().await.unwrap().is_empty());
+    assert_eq!(store.deployment("a").await.unwrap(), None);
     assert!(store.versions("a").await.unwrap().is_empty());
     assert!(store.secret_names("a").await.unwrap().is_empty());
     // c1 is still used by worker b; c2 was only a's.
     assert!(store.blob("c1").await.unwrap().is_some());
     assert!(store.blob("c2").await.unwrap().is_none());
+
+    // A deploy stores the version and points the worker at it together;
+    // deploying a version again keeps its first record.
+    let first = version("c", "v5", "c1");
+    let mut deployment = Deployment {
+        worker: "c".into(),
+        stable: "v5".into(),
+        canary: None,
+        updated_at: 7,
+        author: "ops".into(),
+    };
+    assert!(store.deploy(&first, &deployment).await.unwrap());
+    assert_eq!(
+        store.deployment("c").await.unwrap().as_ref(),
+        Some(&deployment)
+    );
+    let again = Version {
+        author: "someone else".into(),
+        ..first.clone()
+    };
+    deployment.updated_at = 8;
+    assert!(!store.deploy(&again, &deployment).await.unwrap());
+    assert_eq!(store.versions("c").await.unwrap(), [first]);
+    assert_eq!(store.deployment("c").await.unwrap(), Some(deployment));
+    assert!(store.delete_worker("c").await.unwrap());
 }
 
 /// Secrets: set, replace, list names sorted, read values, delete.

@@ -33,8 +33,16 @@ pub trait DeployStore: Send + Sync {
     /// Makes `deployment` the worker's current one.
     async fn set_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
 
+    /// Adds `version` (as [`DeployStore::add_version`]: `false` if the
+    /// worker had it already, which is kept) and makes `deployment` the
+    /// worker's current one, in one transaction: both or neither.
+    async fn deploy(&self, version: &Version, deployment: &Deployment) -> Result<bool, StoreError>;
+
     /// Every worker's current deployment, by worker name.
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError>;
+
+    /// One worker's current deployment, if it is deployed.
+    async fn deployment(&self, worker: &str) -> Result<Option<Deployment>, StoreError>;
 
     /// Forgets a worker's versions other than `keep`, and the blobs no
     /// version uses any more; returns how many versions went.

@@ -129,25 +129,21 @@ impl DeployStore for PgControl {
     }
 
     async fn add_version(&self, v: &Version) -> Result<bool, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .execute(
-                "INSERT INTO versions (worker, id, component, manifest, size, created_at, author)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (worker, id) DO NOTHING",
-                &[
-                    &v.worker,
-                    &v.id,
-                    &v.component,
-                    &v.manifest,
-                    &(v.size as i64),
-                    &(v.created_at as i64),
-                    &v.author,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(rows == 1)
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let added = insert_version(&tx, v).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(added)
+    }
+
+    async fn deploy(&self, v: &Version, d: &Deployment) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let added = insert_version(&tx, v).await?;
+        upsert_deployment(&tx, d).await?;
+        record(&tx, &d.worker, Kind::Deployment).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(added)
     }
 
     async fn versions(&self, worker: &str) -> Result<Vec<Version>, StoreError> {
@@ -165,26 +161,9 @@ impl DeployStore for PgControl {
     }
 
     async fn set_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
-        let canary = d.canary.as_ref().map(|c| c.version.as_str());
-        let percent = d.canary.as_ref().map(|c| i16::from(c.percent));
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        tx.execute(
-            "INSERT INTO deployments (worker, stable, canary, canary_percent, updated_at, author)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (worker) DO UPDATE SET stable = $2, canary = $3,
-                 canary_percent = $4, updated_at = $5, author = $6",
-            &[
-                &d.worker,
-                &d.stable,
-                &canary,
-                &percent,
-                &(d.updated_at as i64),
-                &d.author,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
+        upsert_deployment(&tx, d).await?;
         record(&tx, &d.worker, Kind::Deployment).await?;
         tx.commit().await.map_err(unavailable)
     }
@@ -200,23 +179,21 @@ impl DeployStore for PgControl {
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let canary: Option<String> = row.get(2);
-                let percent: Option<i16> = row.get(3);
-                Deployment {
-                    worker: row.get(0),
-                    stable: row.get(1),
-                    canary: canary.zip(percent).map(|(version, percent)| Canary {
-                        version,
-                        percent: percent.clamp(0, 100) as u8,
-                    }),
-                    updated_at: row.get::<_, i64>(4) as u64,
-                    author: row.get(5),
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(deployment_from_row).collect())
+    }
+
+    async fn deployment(&self, worker: &str) -> Result<Option<Deployment>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT worker, stable, canary, canary_percent, updated_at, author
+                 FROM deployments WHERE worker = $1",
+                &[&worker],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(deployment_from_row))
     }
 
     async fn prune_versions(&self, worker: &str, keep: &[String]) -> Result<usize, StoreError> {
@@ -557,4 +534,68 @@ async fn listen_loop(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+}
+
+fn deployment_from_row(row: &tokio_postgres::Row) -> Deployment {
+    let canary: Option<String> = row.get(2);
+    let percent: Option<i16> = row.get(3);
+    Deployment {
+        worker: row.get(0),
+        stable: row.get(1),
+        canary: canary.zip(percent).map(|(version, percent)| Canary {
+            version,
+            percent: percent.clamp(0, 100) as u8,
+        }),
+        updated_at: row.get::<_, i64>(4) as u64,
+        author: row.get(5),
+    }
+}
+
+/// Adds a version unless the worker has it; whether it was added.
+async fn insert_version(
+    tx: &tokio_postgres::Transaction<'_>,
+    v: &Version,
+) -> Result<bool, StoreError> {
+    let rows = tx
+        .execute(
+            "INSERT INTO versions (worker, id, component, manifest, size, created_at, author)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (worker, id) DO NOTHING",
+            &[
+                &v.worker,
+                &v.id,
+                &v.component,
+                &v.manifest,
+                &(v.size as i64),
+                &(v.created_at as i64),
+                &v.author,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(rows == 1)
+}
+
+async fn upsert_deployment(
+    tx: &tokio_postgres::Transaction<'_>,
+    d: &Deployment,
+) -> Result<(), StoreError> {
+    let canary = d.canary.as_ref().map(|c| c.version.as_str());
+    let percent = d.canary.as_ref().map(|c| i16::from(c.percent));
+    tx.execute(
+        "INSERT INTO deployments (worker, stable, canary, canary_percent, updated_at, author)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (worker) DO UPDATE SET stable = $2, canary = $3,
+             canary_percent = $4, updated_at = $5, author = $6",
+        &[
+            &d.worker,
+            &d.stable,
+            &canary,
+            &percent,
+            &(d.updated_at as i64),
+            &d.author,
+        ],
+    )
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }

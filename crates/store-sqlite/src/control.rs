@@ -126,6 +126,43 @@ fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
     })
 }
 
+/// Adds a version unless the worker has it; whether it was added.
+fn insert_version(conn: &Connection, v: &Version) -> rusqlite::Result<bool> {
+    conn.execute(
+        "INSERT OR IGNORE INTO versions
+         (worker, id, component, manifest, size, created_at, author)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            v.worker,
+            v.id,
+            v.component,
+            v.manifest,
+            v.size as i64,
+            v.created_at as i64,
+            v.author
+        ],
+    )
+    .map(|n| n == 1)
+}
+
+fn upsert_deployment(conn: &Connection, d: &Deployment) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO deployments (worker, stable, canary, canary_percent, updated_at, author)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (worker) DO UPDATE SET stable = ?2, canary = ?3,
+             canary_percent = ?4, updated_at = ?5, author = ?6",
+        params![
+            d.worker,
+            d.stable,
+            d.canary.as_ref().map(|c| &c.version),
+            d.canary.as_ref().map(|c| c.percent),
+            d.updated_at as i64,
+            d.author
+        ],
+    )
+    .map(drop)
+}
+
 fn deployment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
     let canary: Option<String> = row.get(2)?;
     let percent: Option<u8> = row.get(3)?;
@@ -170,22 +207,17 @@ impl DeployStore for SqliteControl {
 
     async fn add_version(&self, version: &Version) -> Result<bool, StoreError> {
         let v = version.clone();
+        self.call(move |conn| insert_version(conn, &v)).await
+    }
+
+    async fn deploy(&self, version: &Version, d: &Deployment) -> Result<bool, StoreError> {
+        let (v, d) = (version.clone(), d.clone());
         self.call(move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO versions
-                 (worker, id, component, manifest, size, created_at, author)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    v.worker,
-                    v.id,
-                    v.component,
-                    v.manifest,
-                    v.size as i64,
-                    v.created_at as i64,
-                    v.author
-                ],
-            )
-            .map(|n| n == 1)
+            let tx = conn.transaction()?;
+            let added = insert_version(&tx, &v)?;
+            upsert_deployment(&tx, &d)?;
+            tx.commit()?;
+            Ok(added)
         })
         .await
     }
@@ -204,24 +236,7 @@ impl DeployStore for SqliteControl {
 
     async fn set_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
         let d = d.clone();
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT INTO deployments (worker, stable, canary, canary_percent, updated_at, author)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (worker) DO UPDATE SET stable = ?2, canary = ?3,
-                     canary_percent = ?4, updated_at = ?5, author = ?6",
-                params![
-                    d.worker,
-                    d.stable,
-                    d.canary.as_ref().map(|c| &c.version),
-                    d.canary.as_ref().map(|c| c.percent),
-                    d.updated_at as i64,
-                    d.author
-                ],
-            )
-            .map(drop)
-        })
-        .await
+        self.call(move |conn| upsert_deployment(conn, &d)).await
     }
 
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
@@ -231,6 +246,19 @@ impl DeployStore for SqliteControl {
                  FROM deployments ORDER BY worker",
             )?;
             statement.query_map([], deployment_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn deployment(&self, worker: &str) -> Result<Option<Deployment>, StoreError> {
+        let worker = worker.to_string();
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT worker, stable, canary, canary_percent, updated_at, author
+                 FROM deployments WHERE worker = ?1",
+            )?
+            .query_row([worker], deployment_from_row)
+            .optional()
         })
         .await
     }
