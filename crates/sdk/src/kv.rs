@@ -233,7 +233,9 @@ impl Entry {
     }
 }
 
-/// A read in progress; see [`Kv::get`].
+/// A read in progress; see [`Kv::get`]. Nothing is read until one of its
+/// methods (`text`, `json`, `bytes`, `entry`) is called.
+#[must_use = "nothing is read until `.text()`, `.json()`, `.bytes()` or `.entry()` is called"]
 pub struct Get<'a> {
     kv: &'a Kv,
     key: Vec<u8>,
@@ -263,7 +265,17 @@ impl Get<'_> {
     }
 }
 
-/// A write in progress; see [`Kv::put`].
+/// A write in progress; see [`Kv::put`]. Nothing is written until
+/// [`Put::execute`]: an unused `kv.put(key, value);` is a compile warning
+/// (an error under `#![deny(warnings)]`).
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # fn demo(kv: &verge_sdk::kv::Kv) {
+/// kv.put("greeting", "hello");
+/// # }
+/// ```
+#[must_use = "nothing is written until `.execute()` is called"]
 pub struct Put<'a> {
     kv: &'a Kv,
     key: Vec<u8>,
@@ -346,7 +358,9 @@ pub struct ListPage {
     pub cursor: Option<String>,
 }
 
-/// A listing in progress; see [`Kv::list`].
+/// A listing in progress; see [`Kv::list`]. Nothing is read until
+/// [`List::page`] or [`List::keys`].
+#[must_use = "nothing is read until `.page()` or `.keys()` is called"]
 pub struct List {
     kv: Kv,
     prefix: Vec<u8>,
