@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::node::{Node, eventually, fixtures, worker};
 use common::{Dev, agent};
 
 /// The request-log line of the request with this id.
@@ -57,23 +58,26 @@ fn infinite_loop_is_stopped_at_the_cpu_limit() {
 
 #[test]
 fn other_requests_are_served_while_a_guest_spins() {
-    let dev = Dev::fixtures("[limits]\ncpu_ms = 300\n", &["--max-cpu-ms", "300"]);
-    dev.get("/hello");
-    let url = dev.url("/loop");
-    let spinner = std::thread::spawn(move || {
-        let reply = common::Reply::from(agent().get(&url).call());
-        (reply.status, Instant::now())
+    let node = Node::start(&["--max-cpu-ms", "1000"]);
+    let fixtures = worker("spins", &fixtures(), "[limits]\ncpu_ms = 1000\n");
+    common::succeed(node.cli().arg("deploy").arg(fixtures.path()));
+    let busy = || {
+        let metrics = node.admin_call("GET", "/metrics", None, None).text();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("verge_instances_busy "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("verge_instances_busy in the metrics")
+    };
+    std::thread::scope(|scope| {
+        let spinner = scope.spawn(|| node.get("spins.localhost", "/loop").status);
+        // The loop holds an instance from its start to its second of CPU.
+        eventually("the loop holds an instance", || busy() == 1);
+        let hello = node.get("spins.localhost", "/hello");
+        assert_eq!(hello.status, 200, "{}", hello.text());
+        assert_eq!(busy(), 1, "hello was answered only after the loop ended");
+        assert_eq!(spinner.join().unwrap(), 503);
     });
-    std::thread::sleep(Duration::from_millis(30));
-    let hello = dev.get("/hello");
-    let hello_done = Instant::now();
-    let (loop_status, loop_done) = spinner.join().unwrap();
-    assert_eq!(hello.status, 200);
-    assert_eq!(loop_status, 503);
-    assert!(
-        hello_done < loop_done,
-        "hello waited for the spinning guest"
-    );
 }
 
 #[test]

@@ -195,9 +195,21 @@ fn a_file_that_is_not_a_component_is_refused_clearly() {
 #[test]
 fn version_and_help_work() {
     let output = verge().arg("--help").output().unwrap();
+    assert!(output.status.success());
     let mut text = String::new();
     output.stdout.as_slice().read_to_string(&mut text).unwrap();
-    assert!(text.contains("dev"), "{text}");
+    for command in ["dev", "deploy", "serve", "kv"] {
+        assert!(text.contains(command), "no `{command}` in {text}");
+    }
+
+    let output = verge().arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        text.trim(),
+        format!("verge {}", env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
 }
 
 #[test]
