@@ -435,8 +435,8 @@ fn find_value(text: &str, value: &str) -> Option<(usize, usize)> {
 }
 
 /// Turns toml's "unknown field `x`, expected one of `a`, `b`" into a message
-/// and a suggestion.
-fn explain_toml_error(message: &str) -> (String, Option<String>) {
+/// and a suggestion (the node's config file uses it too).
+pub fn explain_toml_error(message: &str) -> (String, Option<String>) {
     let message = message.trim();
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((field, expected)) = rest.split_once('`')

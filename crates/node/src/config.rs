@@ -182,9 +182,13 @@ impl ConfigLayer {
                 .span()
                 .map(|s| text[..s.start].matches('\n').count() + 1)
                 .unwrap_or(0);
+            let (message, help) = verge_manifest::explain_toml_error(e.message());
             error(
-                format!("{}:{line}: {}", path.display(), e.message().trim()),
-                "see docs/serve.md for the keys a node config takes",
+                format!("{}:{line}: {message}", path.display()),
+                match help {
+                    Some(help) => format!("{help} (docs/serve.md lists a node config's keys)"),
+                    None => "see docs/serve.md for the keys a node config takes".into(),
+                },
             )
         })
     }
@@ -540,6 +544,19 @@ mod tests {
         let e = ConfigLayer::from_file(&path).unwrap_err();
         assert!(e.message.contains("node.toml:2"), "{e}");
         assert!(e.message.contains("listen_addr"), "{e}");
+        assert!(e.help.contains("known keys here: listen,"), "{}", e.help);
+        // A near miss gets the key it was meant to be.
+        std::fs::write(&path, "max_instance = 10\n").unwrap();
+        let e = ConfigLayer::from_file(&path).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("{}:1: unknown key `max_instance`", path.display())
+        );
+        assert!(
+            e.help.starts_with("did you mean `max_instances`?"),
+            "{}",
+            e.help
+        );
     }
 
     #[test]
