@@ -469,7 +469,8 @@ fn a_bad_node_config_stops_the_node_with_the_key_and_the_fix() {
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("node.toml:3"), "{error}");
-    assert!(error.contains("unknown field `cpu`"), "{error}");
+    assert!(error.contains("unknown key `cpu`"), "{error}");
+    assert!(error.contains("did you mean `cpu_ms`?"), "{error}");
 }
 
 #[test]
