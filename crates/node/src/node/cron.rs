@@ -14,8 +14,9 @@ impl Node {
     /// store was away) is skipped, not run twice later.
     pub(super) fn run_schedules(self: &Arc<Self>) {
         let node = Arc::downgrade(self);
+        let clock = self.stores.clock.clone();
         tokio::spawn(async move {
-            let mut checked = now_ms();
+            let mut checked = clock.now_ms();
             // Each served schedule's next tick, computed when it is first
             // seen and after it fires: once per tick, not once a second.
             let mut upcoming: HashMap<(String, String), Option<u64>> = HashMap::new();
@@ -52,12 +53,12 @@ impl Node {
                     .copied()
                     .unwrap_or(u64::MAX)
                     .min(checked + 1000);
-                let now = now_ms();
+                let now = clock.now_ms();
                 if next > now {
                     tokio::time::sleep(std::time::Duration::from_millis(next - now)).await;
                 }
                 let Some(this) = node.upgrade() else { return };
-                let now = now_ms();
+                let now = clock.now_ms();
                 for (worker, cron) in &served {
                     let key = (worker.clone(), cron.as_str().to_string());
                     let Some(Some(first)) = upcoming.get(&key).copied() else {
@@ -217,7 +218,7 @@ impl Node {
                 }
             },
         };
-        self.run_tick(worker, &cron, now_ms())
+        self.run_tick(worker, &cron, self.now_ms())
             .await?
             .ok_or_else(|| NodeError::Conflict("another run took this millisecond; retry".into()))
     }
@@ -231,7 +232,7 @@ impl Node {
             .registry
             .get(worker)
             .ok_or_else(|| not_deployed(worker))?;
-        let now = now_ms();
+        let now = self.now_ms();
         let crons = live
             .crons
             .iter()

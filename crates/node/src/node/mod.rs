@@ -132,12 +132,6 @@ fn node_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Node {
     /// Starts the runtime and serves every worker the stores hold. A worker
     /// that can no longer load (its component does not compile on this
@@ -209,6 +203,11 @@ impl Node {
     /// This node's name in cron runs and relayed tail events.
     pub fn id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Now, in milliseconds, by the stores' clock (a manual one in tests).
+    fn now_ms(&self) -> u64 {
+        self.stores.clock.now_ms()
     }
 
     pub fn stores(&self) -> &Stores {

@@ -72,7 +72,7 @@ impl Node {
             component: request.component.clone(),
             manifest: request.manifest.clone(),
             size: bytes.len() as u64,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
             author: request.author.clone(),
         };
         let current = self.registry.get(&request.worker);
@@ -94,7 +94,7 @@ impl Node {
                         version: version.id.clone(),
                         percent,
                     }),
-                    updated_at: now_ms(),
+                    updated_at: self.now_ms(),
                     author: request.author.clone(),
                 }
             }
@@ -111,7 +111,7 @@ impl Node {
                 worker: request.worker.clone(),
                 stable: version.id.clone(),
                 canary: None,
-                updated_at: now_ms(),
+                updated_at: self.now_ms(),
                 author: request.author.clone(),
             },
         };
@@ -192,7 +192,7 @@ impl Node {
             worker: worker.to_string(),
             stable: target.id.clone(),
             canary: None,
-            updated_at: now_ms(),
+            updated_at: self.now_ms(),
             author: author.to_string(),
         };
         let live = self
