@@ -61,21 +61,17 @@ fn other_requests_are_served_while_a_guest_spins() {
     let node = Node::start(&["--max-cpu-ms", "1000"]);
     let fixtures = worker("spins", &fixtures(), "[limits]\ncpu_ms = 1000\n");
     common::succeed(node.cli().arg("deploy").arg(fixtures.path()));
-    let busy = || {
-        let metrics = node.admin_call("GET", "/metrics", None, None).text();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("verge_instances_busy "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .expect("verge_instances_busy in the metrics")
-    };
     std::thread::scope(|scope| {
         let spinner = scope.spawn(|| node.get("spins.localhost", "/loop").status);
         // The loop holds an instance from its start to its second of CPU.
-        eventually("the loop holds an instance", || busy() == 1);
+        eventually("the loop holds an instance", || node.instances_busy() == 1);
         let hello = node.get("spins.localhost", "/hello");
         assert_eq!(hello.status, 200, "{}", hello.text());
-        assert_eq!(busy(), 1, "hello was answered only after the loop ended");
+        assert_eq!(
+            node.instances_busy(),
+            1,
+            "hello was answered only after the loop ended"
+        );
         assert_eq!(spinner.join().unwrap(), 503);
     });
 }
@@ -310,19 +306,24 @@ fn oversized_response_bodies_are_cut_off() {
 
 #[test]
 fn instance_cap_queues_then_answers_503() {
-    let dev = Dev::fixtures("", &["--max-instances", "1", "--queue-timeout-ms", "100"]);
-    let url = dev.url("/sleep?ms=1500");
-    let holder = std::thread::spawn(move || common::Reply::from(agent().get(&url).call()).status);
-    std::thread::sleep(Duration::from_millis(300));
-    let refused = dev.get("/hello");
-    assert_eq!(refused.status, 503);
-    assert!(
-        refused.text().contains("instance limit"),
-        "{}",
-        refused.text()
-    );
-    assert_eq!(holder.join().unwrap(), 200);
-    assert_eq!(dev.get("/hello").status, 200);
+    let node = Node::start(&["--max-instances", "1", "--queue-timeout-ms", "100"]);
+    let fixtures = worker("capped", &fixtures(), "");
+    common::succeed(node.cli().arg("deploy").arg(fixtures.path()));
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| node.get("capped.localhost", "/sleep?ms=1500").status);
+        eventually("the sleeper holds the one instance", || {
+            node.instances_busy() == 1
+        });
+        let refused = node.get("capped.localhost", "/hello");
+        assert_eq!(refused.status, 503);
+        assert!(
+            refused.text().contains("instance limit"),
+            "{}",
+            refused.text()
+        );
+        assert_eq!(holder.join().unwrap(), 200);
+    });
+    assert_eq!(node.get("capped.localhost", "/hello").status, 200);
 }
 
 #[test]

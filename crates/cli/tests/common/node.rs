@@ -143,6 +143,17 @@ impl Node {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Instances serving a request now (the `verge_instances_busy` gauge).
+    #[allow(dead_code)]
+    pub fn instances_busy(&self) -> u64 {
+        let metrics = self.admin_call("GET", "/metrics", None, None).text();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("verge_instances_busy "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no verge_instances_busy in {metrics}"))
+    }
+
     /// The node process's resident memory, in KiB (Linux).
     #[allow(dead_code)]
     pub fn rss_kib(&self) -> u64 {
