@@ -1,5 +1,9 @@
-//! Nodes sharing one PostgreSQL behind a load balancer: any node serves any
-//! worker, and when one node dies the balancer's next try lands on another.
+//! Nodes sharing one PostgreSQL: the same workers and KV on every node,
+//! deploys, rollbacks, secrets and deletes through one reaching the others
+//! (pushed or read from the change log), a node cut off from the database
+//! or killed coming back with what changed, each cron tick run once; and
+//! behind a load balancer, any node serves any worker, and when one node
+//! dies the balancer's next try lands on another.
 //!
 //! The balancer is nginx running docs/cluster/nginx.conf wherever nginx is
 //! installed, and always in CI (`VERGE_TEST_NGINX=require`, which
@@ -18,9 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::node::{
-    Node, PgSchema, Tail, eventually, fixtures, serve_refused, two_nodes_on_postgres, worker,
+    KillOnDrop, Node, PgSchema, TOKEN, Tail, deploy, eventually, fixtures, json_of, key_names,
+    rewrite, serve_refused, two_nodes_on_postgres, version_of, worker,
 };
-use common::{Reply, agent, succeed};
+use common::{KV_FIXTURE, Reply, agent, succeed};
+use serde_json::Value;
 
 /// docs/cluster/nginx.conf with this test's ports: nginx on `listen`, the
 /// nodes' data planes as the upstream servers.
@@ -361,4 +367,516 @@ fn a_node_whose_database_does_not_exist_stops_and_says_how_to_create_it() {
         .filter(|l| l.contains("already exists"))
         .collect();
     assert!(noise.is_empty(), "{noise:?}");
+}
+
+/// Creates namespace `shared` on `node` and deploys the KV fixture bound to
+/// it as worker `store`; the project directory lives as long as the result.
+fn deploy_kv_worker(node: &Node) -> tempfile::TempDir {
+    succeed(
+        node.cli()
+            .args(["kv", "--remote", "namespace", "create", "shared"]),
+    );
+    let project = worker(
+        "store",
+        std::path::Path::new(KV_FIXTURE),
+        "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n",
+    );
+    deploy(node, project.path(), &[]);
+    project
+}
+
+#[test]
+fn nodes_sharing_postgresql_serve_the_same_workers_and_kv() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let a = Node::start(&store);
+    let _project = deploy_kv_worker(&a);
+    assert_eq!(
+        a.get("store.localhost", "/put?key=from-a&bytes=3").status,
+        200
+    );
+
+    // A second node on the same database serves what was deployed before
+    // it started, with the same data.
+    let b = Node::start(&store);
+    assert_eq!(b.get("store.localhost", "/get?key=from-a").text(), "vvv");
+    kv_writes_reach_the_other_nodes_cache(&a, &b);
+    let versions = json_of(&b.admin_call("GET", "/v1/workers/store/versions", Some(TOKEN), None));
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
+}
+
+/// `reader` caches a key (absent, then a value); `writer` writes it: the
+/// reader's cache lets go once the change log says so. A node's own write
+/// is visible to its next read at once.
+fn kv_writes_reach_the_other_nodes_cache(reader: &Node, writer: &Node) {
+    let get = |node: &Node| node.get("store.localhost", "/get?key=shared-key");
+    assert_eq!(get(reader).status, 404);
+    assert_eq!(get(reader).status, 404, "the second read is the cached one");
+    assert_eq!(
+        writer
+            .get("store.localhost", "/put?key=shared-key&bytes=2")
+            .status,
+        200
+    );
+    assert_eq!(get(writer).text(), "vv");
+    let took = eventually("the write reaching the other node's cache", || {
+        get(reader).text() == "vv"
+    });
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        writer
+            .get("store.localhost", "/put?key=shared-key&bytes=3")
+            .status,
+        200
+    );
+    eventually("the overwrite reaching the other node's cache", || {
+        get(reader).text() == "vvv"
+    });
+    assert_eq!(
+        reader
+            .get("store.localhost", "/put?key=shared-key&bytes=1")
+            .status,
+        200
+    );
+    assert_eq!(
+        get(reader).text(),
+        "v",
+        "a node reads its own write at once"
+    );
+    eventually("and the first node's write reaching the second", || {
+        get(writer).text() == "v"
+    });
+    let metrics = reader.admin_call("GET", "/metrics", None, None).text();
+    let hits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("verge_kv_cache_hits_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no cache hit count in {metrics}"));
+    assert!(hits >= 1, "{metrics}");
+}
+
+#[test]
+fn without_listen_nodes_follow_the_change_log_by_reading_it() {
+    // As behind PgBouncer in transaction mode, where LISTEN does not work.
+    let schema = PgSchema::new();
+    let store = [
+        "--store",
+        &schema.url,
+        "--store-schema",
+        &schema.name,
+        "--no-store-listen",
+    ];
+    let a = Node::start(&store);
+    let b = Node::start(&store);
+    let _project = deploy_kv_worker(&a);
+    eventually("the deploy reaching b", || {
+        b.get("store.localhost", "/open").status == 200
+    });
+    kv_writes_reach_the_other_nodes_cache(&b, &a);
+}
+
+/// `verge secret put API_KEY` for worker `app` through `node`, the value on
+/// stdin as an operator would pipe it.
+fn put_api_key(node: &Node, value: &str) {
+    use std::io::Write;
+    let mut put = node
+        .cli()
+        .args(["secret", "put", "API_KEY", "--name", "app"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+}
+
+#[test]
+fn deploys_rollbacks_secrets_and_deletes_through_one_node_reach_the_others() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let a = Node::start(&store);
+    let b = Node::start(&store);
+    let project = worker("app", &fixtures(), "[vars]\nVERSION = \"one\"\n");
+    deploy(&a, project.path(), &[]);
+    let took = eventually("the first deploy reaching b", || {
+        b.get("app.localhost", "/env?name=VERSION").text() == "one"
+    });
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+
+    rewrite(
+        project.path(),
+        "app",
+        &fixtures(),
+        "[vars]\nVERSION = \"two\"\n",
+    );
+    deploy(&a, project.path(), &[]);
+    eventually("v2 reaching b", || version_of(&b, "app") == "two");
+
+    succeed(a.cli().args(["rollback", "--name", "app"]));
+    eventually("the rollback reaching b", || version_of(&b, "app") == "one");
+
+    put_api_key(&b, "from-b");
+    eventually("the secret set on b reaching a's guests", || {
+        a.get("app.localhost", "/env?name=API_KEY").text() == "from-b"
+    });
+
+    let deleted = b.admin_call("DELETE", "/v1/workers/app", Some(TOKEN), None);
+    assert_eq!(deleted.status, 204);
+    eventually("the delete reaching a", || {
+        a.get("app.localhost", "/plain").status == 404
+    });
+}
+
+/// A TCP proxy to PostgreSQL that a test can cut: every connection through
+/// it closes at once and new ones are refused until it is restored.
+struct Cable {
+    port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Cable {
+    fn to(upstream: &str) -> Cable {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upstream = upstream.to_string();
+        let flag = cut.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let upstream = upstream.clone();
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let watch = async {
+                        while !flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = watch => {}
+                    }
+                });
+            }
+        });
+        Cable {
+            port,
+            cut,
+            _runtime: runtime,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        // The connections notice within 20 ms.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_node_cut_off_from_postgresql_keeps_serving_refuses_writes_and_recovers() {
+    let schema = PgSchema::new();
+    let cable = Cable::to("127.0.0.1:5432");
+    let url = format!("postgres://root@127.0.0.1:{}/test", cable.port);
+    let node = Node::start(&["--store", &url, "--store-schema", &schema.name]);
+    let _project = deploy_kv_worker(&node);
+    assert_eq!(
+        node.get("store.localhost", "/put?key=k&bytes=2").text(),
+        "1"
+    );
+    let health = || json_of(&node.admin_call("GET", "/healthz", None, None));
+    assert_eq!(health()["status"], "ok");
+
+    // A read before the cut is cached.
+    assert_eq!(node.get("store.localhost", "/get?key=k").text(), "vv");
+
+    cable.cut();
+    // The deployed worker still answers and its cached reads still work;
+    // other KV calls fail as values the guest sees (the fixture shows
+    // them), the node says it is degraded, and changes are refused with a
+    // clear error.
+    assert_eq!(node.get("store.localhost", "/open").status, 200);
+    assert_eq!(node.get("store.localhost", "/get?key=k").text(), "vv");
+    let uncached = node.get("store.localhost", "/get?key=never-read");
+    assert!(
+        uncached.text().contains("Unavailable"),
+        "{}",
+        uncached.text()
+    );
+    let write = node.get("store.localhost", "/put?key=k2&bytes=2");
+    assert_eq!(write.status, 400, "{}", write.text());
+    assert!(write.text().contains("Unavailable"), "{}", write.text());
+    let degraded = health();
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    let refused = node
+        .cli()
+        .args(["secret", "list", "--name", "store"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("store is unavailable"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // A node that starts now says why it waits, and keeps trying.
+    let mut late = KillOnDrop(
+        common::verge()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--store",
+                &url,
+                "--store-schema",
+                &schema.name,
+                "--data-dir",
+            ])
+            .arg(node.dir.path().join("late"))
+            .env("VERGE_ADMIN_TOKEN", TOKEN)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let late_err = common::lines_of(late.0.stderr.take().unwrap());
+    let late_out = common::lines_of(late.0.stdout.take().unwrap());
+    eventually("the late node saying it waits", || {
+        late_err
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("cannot reach the PostgreSQL store") && l.contains("retrying"))
+    });
+
+    cable.restore();
+    eventually("the late node starting once the store is back", || {
+        late_out
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("Serving 1 worker(s)"))
+    });
+    drop(late);
+    // No restart: the pool reconnects, writes work, health is ok again,
+    // and what was written before the cut is there.
+    eventually("writes working again", || {
+        node.get("store.localhost", "/put?key=k3&bytes=3").status == 200
+    });
+    assert_eq!(health()["status"], "ok");
+    assert_eq!(node.get("store.localhost", "/get?key=k").text(), "vv");
+}
+
+#[test]
+fn a_node_killed_during_traffic_comes_back_with_what_changed_meanwhile() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let a = Node::start(&store);
+    let b = Node::start(&store);
+    let c = Node::start(&store);
+    let project = worker("app", &fixtures(), "[vars]\nVERSION = \"one\"\n");
+    deploy(&a, project.path(), &[]);
+    let _kv = deploy_kv_worker(&a);
+    for node in [&b, &c] {
+        eventually("the deploys reaching every node", || {
+            node.get("app.localhost", "/env?name=VERSION").text() == "one"
+                && node.get("store.localhost", "/open").status == 200
+        });
+    }
+
+    // Traffic to A and C throughout; B is killed in the middle of it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let targets = [a.data.clone(), c.data.clone()];
+        std::thread::spawn(move || {
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for data in &targets {
+                    let request = http::Request::get(format!("{data}/env?name=VERSION"))
+                        .header("host", "app.localhost")
+                        .body(())
+                        .unwrap();
+                    let reply = common::Reply::from(common::agent().run(request));
+                    assert_eq!(reply.status, 200, "{data}: {}", reply.text());
+                    served += 1;
+                }
+            }
+            served
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b_dir = b.stop();
+
+    // While B is down: a new version, a secret and a KV write.
+    rewrite(
+        project.path(),
+        "app",
+        &fixtures(),
+        "[vars]\nVERSION = \"two\"\n",
+    );
+    deploy(&a, project.path(), &[]);
+    put_api_key(&c, "while-b-was-down");
+    assert_eq!(
+        a.get("store.localhost", "/put?key=late&bytes=4").status,
+        200
+    );
+
+    let b = Node::start_in(b_dir, &store);
+    assert_eq!(version_of(&b, "app"), "two");
+    assert_eq!(
+        b.get("app.localhost", "/env?name=API_KEY").text(),
+        "while-b-was-down"
+    );
+    assert_eq!(b.get("store.localhost", "/get?key=late").text(), "vvvv");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served = traffic.join().expect("A and C answered every request");
+    assert!(served > 0);
+    // And B follows changes again.
+    rewrite(
+        project.path(),
+        "app",
+        &fixtures(),
+        "[vars]\nVERSION = \"three\"\n",
+    );
+    deploy(&c, project.path(), &[]);
+    eventually("the next deploy reaching b", || {
+        version_of(&b, "app") == "three"
+    });
+}
+
+#[test]
+fn three_nodes_run_each_cron_tick_exactly_once() {
+    let schema = PgSchema::new();
+    let store = ["--store", &schema.url, "--store-schema", &schema.name];
+    let nodes = [
+        Node::start(&store),
+        Node::start(&store),
+        Node::start(&store),
+    ];
+    succeed(
+        nodes[0]
+            .cli()
+            .args(["kv", "--remote", "namespace", "create", "shared"]),
+    );
+    let project = worker(
+        "store",
+        std::path::Path::new(KV_FIXTURE),
+        "[[kv_namespaces]]\nbinding = \"KV\"\nnamespace = \"shared\"\n\
+         [triggers]\ncrons = [\"* * * * * *\"]\n",
+    );
+    deploy(&nodes[0], project.path(), &[]);
+    for node in &nodes {
+        eventually("the deploy reaching every node", || {
+            node.get("store.localhost", "/open").status == 200
+        });
+    }
+    // Clients cannot fire triggers.
+    let outside = nodes[1].get("store.localhost", "/.well-known/verge/scheduled?cron=x");
+    assert_eq!(outside.status, 404);
+    assert!(outside.text().contains("reserved"), "{}", outside.text());
+
+    // Let a few seconds of ticks go by, with every node competing for each.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let keys = |node: &Node| {
+        let page = json_of(&node.admin_call(
+            "GET",
+            "/v1/kv/namespaces/shared/keys?prefix=tick:",
+            Some(TOKEN),
+            None,
+        ));
+        key_names(&page)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let ticks = keys(&nodes[2]);
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    for key in &ticks {
+        let value = nodes[2].admin_call(
+            "GET",
+            &format!("/v1/kv/namespaces/shared/values/{key}"),
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(value.text(), "1", "{key} ran once across the three nodes");
+    }
+    // The admin API lists the schedule and one run per tick, each answered
+    // 200 by the guest; the node that ran a tick logged its request.
+    let listed =
+        || json_of(&nodes[1].admin_call("GET", "/v1/workers/store/schedules", Some(TOKEN), None));
+    assert_eq!(listed()["schedules"][0]["cron"], "* * * * * *");
+    // A run is recorded finished just after its guest answered.
+    eventually("every tick's run recorded with the guest's 200", || {
+        let listed = listed();
+        let runs = listed["runs"].as_array().unwrap();
+        ticks.iter().all(|key| {
+            let tick: u64 = key.strip_prefix("tick:").unwrap().parse().unwrap();
+            let matching: Vec<&Value> = runs.iter().filter(|r| r["tick"] == tick).collect();
+            matching.len() == 1 && matching[0]["status"] == 200
+        })
+    });
+    let logged = nodes.iter().any(|n| {
+        n.stderr()
+            .iter()
+            .any(|l| l.contains("POST /.well-known/verge/scheduled 200"))
+    });
+    assert!(logged, "a scheduled run in some node's request log");
+
+    // Run by hand through the CLI, on the node whose tail is watched: the
+    // run is a request in the tail like any other.
+    let tail = Tail::start(
+        &nodes[2],
+        &["--name", "store", "--path", "/.well-known/verge/scheduled"],
+    );
+    let ran = succeed(nodes[2].cli().args(["cron", "run", "--name", "store"]));
+    assert!(ran.contains("Ran store's `* * * * * *`"), "{ran}");
+    let events = tail.events(1);
+    assert_eq!(events[0]["method"], "POST", "{events:?}");
+    assert_eq!(events[0]["status"], 200, "{events:?}");
+    let listing = succeed(nodes[0].cli().args(["cron", "list", "--name", "store"]));
+    assert!(
+        listing.contains("* * * * * *") && listing.contains("200"),
+        "{listing}"
+    );
+    let wrong = nodes[0]
+        .cli()
+        .args(["cron", "run", "--name", "store", "--cron", "0 0 * * *"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("has no schedule `0 0 * * *`"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::node::{Node, eventually, fixtures, worker};
-use common::{Dev, agent};
+use common::Dev;
 
 /// The request-log line of the request with this id.
 fn logged(dev: &Dev, id: &str) -> String {

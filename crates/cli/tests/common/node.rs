@@ -357,3 +357,31 @@ impl Drop for Tail {
         let _ = self.child.wait();
     }
 }
+
+/// A JSON response body.
+#[allow(dead_code)]
+pub fn json_of(reply: &super::Reply) -> serde_json::Value {
+    serde_json::from_slice(reply.body.as_ref().expect("body"))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.text()))
+}
+
+/// Deploys the project in `dir` with the CLI; returns what it printed.
+#[allow(dead_code)]
+pub fn deploy(node: &Node, dir: &Path, extra_args: &[&str]) -> String {
+    super::succeed(node.cli().arg("deploy").arg(dir).args(extra_args))
+}
+
+/// The key names of a `verge kv key list` page.
+#[allow(dead_code)]
+pub fn key_names(page: &serde_json::Value) -> Vec<&str> {
+    let keys = page["keys"].as_array().unwrap();
+    keys.iter().map(|k| k["name"].as_str().unwrap()).collect()
+}
+
+/// Which `VERSION` var the worker `name` answers with.
+#[allow(dead_code)]
+pub fn version_of(node: &Node, name: &str) -> String {
+    let reply = node.get(&format!("{name}.localhost"), "/env?name=VERSION");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text()
+}
