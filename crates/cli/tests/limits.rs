@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::node::{Node, eventually, fixtures, worker};
 use common::Dev;
+use common::node::{Node, eventually, fixtures, worker};
 
 /// The request-log line of the request with this id.
 fn logged(dev: &Dev, id: &str) -> String {

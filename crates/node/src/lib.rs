@@ -25,4 +25,4 @@ pub use node::{
 };
 pub use registry::Registry;
 pub use relay::{TailScope, TailWatch};
-pub use serve::{Bound, bind, open_stores, serve};
+pub use serve::{Bound, bind, open_stores, serve, sqlite_stores};

@@ -22,28 +22,7 @@ pub const KV_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60)
 pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
     let clock: Arc<dyn verge_kv::Clock> = Arc::new(verge_kv::SystemClock);
     match &config.store {
-        StoreConfig::Sqlite => {
-            let kv_path = config.data_dir.join("kv.db");
-            let kv = verge_store_sqlite::SqliteStore::open(&kv_path, clock.clone())
-                .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
-            let control_path = config.data_dir.join("control.db");
-            let control =
-                verge_store_sqlite::SqliteControl::open(&control_path).with_context(|| {
-                    format!(
-                        "cannot open the deployment store {}",
-                        control_path.display()
-                    )
-                })?;
-            Ok(Stores {
-                deploys: Arc::new(control.clone()),
-                secrets: Arc::new(control.clone()),
-                crons: Arc::new(control.clone()),
-                changes: Arc::new(control),
-                kv: Arc::new(kv),
-                kv_cache: None,
-                clock,
-            })
-        }
+        StoreConfig::Sqlite => sqlite_stores(&config.data_dir, clock),
         StoreConfig::Postgres { url, schema } => {
             // A node may start before its database server: it says so and
             // waits. What waiting cannot mend (no such database, a refused
@@ -92,6 +71,33 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
             })
         }
     }
+}
+
+/// The embedded stores in `data_dir` (`kv.db` and `control.db`), on
+/// `clock` (a manual one in tests).
+pub fn sqlite_stores(
+    data_dir: &std::path::Path,
+    clock: Arc<dyn verge_kv::Clock>,
+) -> anyhow::Result<Stores> {
+    let kv_path = data_dir.join("kv.db");
+    let kv = verge_store_sqlite::SqliteStore::open(&kv_path, clock.clone())
+        .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
+    let control_path = data_dir.join("control.db");
+    let control = verge_store_sqlite::SqliteControl::open(&control_path).with_context(|| {
+        format!(
+            "cannot open the deployment store {}",
+            control_path.display()
+        )
+    })?;
+    Ok(Stores {
+        deploys: Arc::new(control.clone()),
+        secrets: Arc::new(control.clone()),
+        crons: Arc::new(control.clone()),
+        changes: Arc::new(control),
+        kv: Arc::new(kv),
+        kv_cache: None,
+        clock,
+    })
 }
 
 /// The node's two listeners.

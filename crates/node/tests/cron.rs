@@ -5,28 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use verge_kv::{Clock, ManualClock};
+use verge_kv::ManualClock;
 use verge_node::config::AdminToken;
-use verge_node::{ConfigLayer, DeployRequest, Node, NodeConfig, Stores};
+use verge_node::{ConfigLayer, DeployRequest, Node, NodeConfig};
 use verge_runtime::TracingSink;
 
 /// 2026-12-01 12:00:00 UTC.
 const NOON: u64 = 1_796_126_400;
-
-fn stores(dir: &std::path::Path, clock: &ManualClock) -> Stores {
-    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let kv = verge_store_sqlite::SqliteStore::open(&dir.join("kv.db"), clock.clone()).unwrap();
-    let control = verge_store_sqlite::SqliteControl::open(&dir.join("control.db")).unwrap();
-    Stores {
-        deploys: Arc::new(control.clone()),
-        secrets: Arc::new(control.clone()),
-        crons: Arc::new(control.clone()),
-        changes: Arc::new(control),
-        kv: Arc::new(kv),
-        kv_cache: None,
-        clock,
-    }
-}
 
 /// The runs of `worker`'s schedules that finished.
 async fn finished_runs(node: &Node, worker: &str) -> Vec<verge_deploy::CronRun> {
@@ -48,7 +33,8 @@ async fn a_daily_tick_runs_once_when_the_clock_reaches_it() {
         ..ConfigLayer::default()
     })
     .unwrap();
-    let node = Node::start(config, stores(dir.path(), &clock), Arc::new(TracingSink))
+    let stores = verge_node::sqlite_stores(dir.path(), Arc::new(clock.clone())).unwrap();
+    let node = Node::start(config, stores, Arc::new(TracingSink))
         .await
         .unwrap();
 
