@@ -113,14 +113,7 @@ impl Turns {
             account.running += 1;
             return Ok(());
         }
-        let ticket = Arc::new(Ticket {
-            seq: self.tickets + 1,
-            granted: AtomicBool::new(false),
-            waker: Mutex::new(Some(waker.clone())),
-        });
-        self.tickets += 1;
-        account.waiting.push_back(ticket.clone());
-        Err(ticket)
+        Err(self.queue(worker, waker))
     }
 
     /// Ends a turn of `worker` that used `spent_ns` of CPU; the ticket given
@@ -155,25 +148,24 @@ impl Turns {
         spent_ns: u64,
         waker: &Waker,
     ) -> (Result<(), Arc<Ticket>>, Option<Arc<Ticket>>) {
-        let ticket = self.ticket(waker);
-        self.accounts
-            .entry(worker)
-            .or_default()
-            .waiting
-            .push_back(ticket.clone());
+        let ticket = self.queue(worker, waker);
         match self.release(worker, spent_ns) {
             Some(granted) if Arc::ptr_eq(&granted, &ticket) => (Ok(()), None),
             granted => (Err(ticket), granted),
         }
     }
 
-    fn ticket(&mut self, waker: &Waker) -> Arc<Ticket> {
+    /// Queues a new ticket behind `worker`'s waiting guests.
+    fn queue(&mut self, worker: WorkerId, waker: &Waker) -> Arc<Ticket> {
         self.tickets += 1;
-        Arc::new(Ticket {
+        let ticket = Arc::new(Ticket {
             seq: self.tickets,
             granted: AtomicBool::new(false),
             waker: Mutex::new(Some(waker.clone())),
-        })
+        });
+        let account = self.accounts.entry(worker).or_default();
+        account.waiting.push_back(ticket.clone());
+        ticket
     }
 
     /// Gives a free turn to the first guest of the waiting worker with the

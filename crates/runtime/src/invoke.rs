@@ -92,19 +92,19 @@ impl Instance {
             }
             Ok(match state.meter.check_in_poll() {
                 None => return Err(wasmtime::Error::new(CpuLimitExceeded)),
+                // On the background threads a guest gives its turn over at
+                // every tick, to the worker owed most (`fair`).
+                Some(_) if state.meter.in_background() => {
+                    UpdateDeadline::YieldCustom(1, Box::pin(Handover::new(state.meter.clone())))
+                }
                 // A guest that has computed for a while and is still on a
                 // serving thread goes behind everything else: tokio runs a
                 // task that yielded this way only once its worker has no
                 // other task to run and has polled the sockets, so new
                 // requests and every connection's I/O come first. Its task
                 // then moves it to the background threads (`poll_guest`).
-                Some(used) if used >= LONG_RUNNING && !state.meter.in_background() => {
+                Some(used) if used >= LONG_RUNNING => {
                     UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-                }
-                // On the background threads a guest gives its turn over at
-                // every tick, to the worker owed most (`fair`).
-                Some(_) if state.meter.in_background() => {
-                    UpdateDeadline::YieldCustom(1, Box::pin(Handover::new(state.meter.clone())))
                 }
                 // Yielding at every tick lets other requests on this thread
                 // run while a guest computes.
@@ -199,7 +199,7 @@ impl GuestRun {
                         && let Some(Placement::Here(future)) = self.future.take()
                     {
                         self.meter.moved_to_background();
-                        let task = background.spawn(future, worker.turns, self.meter.clone());
+                        let task = background.spawn(future, worker.gate_id, self.meter.clone());
                         let mut task = Background(task);
                         // Registers this task's waker with the moved guest.
                         if let Poll::Ready(joined) = Pin::new(&mut task.0).poll(cx) {

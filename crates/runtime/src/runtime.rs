@@ -76,7 +76,7 @@ pub(crate) struct WorkerShare {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) memory: Arc<MemoryBudget>,
     /// The worker's name to the background threads' gate.
-    pub(crate) turns: WorkerId,
+    pub(crate) gate_id: WorkerId,
 }
 
 /// Instances kept idle for workers that reuse them, beyond `max_instances`.
@@ -168,7 +168,7 @@ impl Runtime {
         let mut shares = self.worker_shares.lock().unwrap_or_else(|p| p.into_inner());
         let config = &self.config;
         // Shares are never removed, so their count is a fresh id.
-        let turns = shares.len() as WorkerId;
+        let gate_id = shares.len() as WorkerId;
         shares
             .entry(name.to_string())
             .or_insert_with(|| {
@@ -177,7 +177,7 @@ impl Runtime {
                 WorkerShare {
                     slots: Arc::new(Semaphore::new(config.max_instances_per_worker as usize)),
                     memory: MemoryBudget::new((config.memory_budget as f64 * fraction) as u64),
-                    turns,
+                    gate_id,
                 }
             })
             .clone()

@@ -82,7 +82,7 @@ pub struct Worker {
     pub(crate) budgets: Budgets,
     pub(crate) own_slots: Option<(Arc<tokio::sync::Semaphore>, u32)>,
     /// The worker's name to the background threads' gate.
-    pub(crate) turns: WorkerId,
+    pub(crate) gate_id: WorkerId,
     idle: Mutex<Vec<Instance>>,
     /// Keeps the compiled code shared with other workers of the same bytes.
     _code: CodeToken,
@@ -114,7 +114,7 @@ impl Worker {
         Worker {
             runtime,
             slots: share.slots,
-            turns: share.turns,
+            gate_id: share.gate_id,
             budgets,
             own_slots,
             name: spec.name.into(),
