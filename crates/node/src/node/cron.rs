@@ -1,7 +1,15 @@
 //! Cron triggers: each tick of a served worker's schedules runs once in the
 //! cluster, on the node that claims it in the store.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use verge_deploy::{CronRun, RunOutcome, StoreError};
+
+use super::{Node, NodeError, not_deployed};
+use crate::registry::SCHEDULED_PATH;
 
 /// Ticks a node catches up on at most after falling behind (a stalled
 /// process, a suspended machine); older ones are skipped.

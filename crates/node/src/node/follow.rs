@@ -1,7 +1,13 @@
 //! Following the store's change log: what other nodes sharing the store
 //! changed (deploys, rollbacks, secrets, KV writes) reaches this one.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use verge_deploy::{Change, ChangeCursor, Settled, Subject, short_id};
+
+use super::{Node, NodeError};
 
 /// How often a node reads the change log when the store pushes nothing.
 pub const CHANGE_POLL: std::time::Duration = std::time::Duration::from_secs(1);

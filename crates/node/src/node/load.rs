@@ -1,7 +1,17 @@
 //! Loading versions: compiling (or taking from the cache) and linking a
 //! worker's versions with their secrets and KV bindings.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use verge_deploy::{Deployment, Version, short_id};
+use verge_kv::Namespace;
+use verge_manifest::Manifest;
+use verge_runtime::{CompileSource, KvBindings, LoadError, Worker};
+
+use super::{Node, NodeError, invalid, parse_manifest};
+use crate::registry::Live;
+use crate::spec::worker_spec;
 
 impl Node {
     /// Loads every version `deployment` sends traffic to. `current` is the

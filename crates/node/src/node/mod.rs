@@ -6,25 +6,17 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::Bytes;
 use verge_deploy::{
-    Canary, Change, ChangeCursor, ChangeFeed, CronRun, CronStore, DeployStore, Deployment,
-    RunOutcome, SecretStore, Settled, StoreError, Subject, TailReceiver, Version, short_id,
-    version_id,
+    ChangeFeed, CronStore, DeployStore, Deployment, SecretStore, StoreError, TailReceiver, Version,
 };
-use verge_kv::{CachedStore, Clock, KvStore, Namespace};
+use verge_kv::{CachedStore, Clock, KvStore};
 use verge_manifest::Manifest;
-use verge_runtime::{
-    CompileSource, KvBindings, LoadError, MAX_COMPONENT_SIZE, RequestSink, Runtime, RuntimeConfig,
-    Worker, component_hash,
-};
+use verge_runtime::{CompileSource, RequestSink, Runtime, RuntimeConfig};
 
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::registry::{Live, Registry, SCHEDULED_PATH};
-use crate::spec::worker_spec;
+use crate::registry::Registry;
 use crate::tail::TailHub;
 
 mod cron;

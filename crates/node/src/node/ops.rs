@@ -2,7 +2,13 @@
 //! rollbacks, deletes and secrets. Each validates in full before anything
 //! is stored or swapped in.
 
-use super::*;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use verge_deploy::{Canary, Deployment, Version, short_id, version_id};
+use verge_runtime::{MAX_COMPONENT_SIZE, component_hash};
+
+use super::{DeployRequest, Deployed, Node, NodeError, invalid, not_deployed, parse_manifest};
 
 impl Node {
     /// Stores an uploaded component under its hash, checking `expected` if
