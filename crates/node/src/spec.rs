@@ -3,12 +3,9 @@
 //! both go through here.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use verge_manifest::{HostPattern, Manifest};
-use verge_runtime::{AllowedHosts, KvBindings, Limits, WorkerSpec};
-
-const MIB: u64 = 1024 * 1024;
+use verge_runtime::{AllowedHosts, KvBindings, LimitUnits, Limits, WorkerSpec};
 
 /// The spec of a version made of `manifest` and `component`. `secrets` are
 /// set in the guest's environment over the manifest's `[vars]`.
@@ -37,17 +34,15 @@ pub fn worker_spec(
 /// The manifest's limits over the defaults. Those above the node's ceilings
 /// are refused when the version loads, with the key named.
 pub fn manifest_limits(manifest: &Manifest) -> Limits {
-    let defaults = Limits::default();
     let l = &manifest.limits;
-    Limits {
-        cpu: l.cpu_ms.map_or(defaults.cpu, Duration::from_millis),
-        wall: l.wall_ms.map_or(defaults.wall, Duration::from_millis),
-        memory: l
-            .memory_mib
-            .map_or(defaults.memory, |m| m.saturating_mul(MIB)),
-        body: l.body_mib.map_or(defaults.body, |m| m.saturating_mul(MIB)),
-        subrequests: l.subrequests.unwrap_or(defaults.subrequests),
-    }
+    let units = LimitUnits {
+        cpu_ms: l.cpu_ms,
+        wall_ms: l.wall_ms,
+        memory_mib: l.memory_mib,
+        body_mib: l.body_mib,
+        subrequests: l.subrequests,
+    };
+    Limits::from_units(&units, Limits::default())
 }
 
 /// The manifest's `[outbound] allow` list as the runtime's check.

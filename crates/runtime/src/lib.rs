@@ -30,7 +30,7 @@ pub use body::{BodyAborted, ResponseBody};
 pub use cache::{CompileCache, CompileSource, component_hash};
 pub use error::{LoadError, RuntimeError};
 pub use kv::{KvBindings, KvStats};
-pub use limits::{LimitAboveCeiling, Limits};
+pub use limits::{LimitAboveCeiling, LimitUnits, Limits};
 pub use log::{RequestId, RequestSink, RequestSummary, Termination, TracingSink, ms};
 pub use outbound::AllowedHosts;
 pub use runtime::{MAX_COMPONENT_SIZE, Runtime, RuntimeConfig};

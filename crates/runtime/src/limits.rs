@@ -40,6 +40,49 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The highest limits a node lets a manifest ask for unless its
+    /// operator says otherwise: the defaults, with up to 1000 outbound
+    /// requests.
+    pub fn default_ceilings() -> Limits {
+        Limits {
+            subrequests: 1000,
+            ..Limits::default()
+        }
+    }
+
+    /// Limits given in the units people write them in (a manifest's
+    /// `[limits]`, a node's `[ceilings]`), each over `base` where it is not
+    /// given. Sizes saturate rather than wrap.
+    pub fn from_units(units: &LimitUnits, base: Limits) -> Limits {
+        Limits {
+            cpu: units.cpu_ms.map_or(base.cpu, Duration::from_millis),
+            wall: units.wall_ms.map_or(base.wall, Duration::from_millis),
+            memory: units
+                .memory_mib
+                .map_or(base.memory, |m| m.saturating_mul(MIB)),
+            body: units.body_mib.map_or(base.body, |m| m.saturating_mul(MIB)),
+            subrequests: units.subrequests.unwrap_or(base.subrequests),
+        }
+    }
+}
+
+/// [`Limits`] as written in configuration: milliseconds, MiB and counts,
+/// every one optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitUnits {
+    /// CPU time per request, in milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Wall time per request, in milliseconds.
+    pub wall_ms: Option<u64>,
+    /// Memory per instance, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Each body's size, in MiB.
+    pub body_mib: Option<u64>,
+    /// Outbound requests per request.
+    pub subrequests: Option<u32>,
+}
+
 /// A limit asked for above what the node allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -139,6 +182,20 @@ mod tests {
         assert_eq!(err.requested, "256 MiB");
         assert_eq!(err.ceiling, "128 MiB");
         assert!(err.to_string().contains("lower it in verge.toml [limits]"));
+    }
+
+    #[test]
+    fn units_fill_in_over_the_base() {
+        let units = LimitUnits {
+            cpu_ms: Some(10),
+            memory_mib: Some(u64::MAX),
+            ..LimitUnits::default()
+        };
+        let limits = Limits::from_units(&units, Limits::default_ceilings());
+        assert_eq!(limits.cpu, Duration::from_millis(10));
+        assert_eq!(limits.memory, u64::MAX);
+        assert_eq!(limits.wall, Limits::default().wall);
+        assert_eq!(limits.subrequests, 1000);
     }
 
     #[test]
