@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use verge_runtime::Limits;
+use verge_runtime::{LimitUnits, Limits};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -74,8 +74,9 @@ impl StoreConfig {
 pub struct NodeConfig {
     /// The data plane: where workers are reached.
     pub listen: SocketAddr,
-    /// The admin API, health and metrics.
-    pub admin_listen: SocketAddr,
+    /// The admin API, health and metrics; `None` when the node has none
+    /// (`admin_listen = "off"`).
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub store: StoreConfig,
     /// Workers answer at `NAME.<domain>` besides their routes.
@@ -112,6 +113,11 @@ pub struct NodeConfig {
     /// not work (PgBouncer in transaction mode, some PostgreSQL-compatible
     /// databases): the node then reads the change log every second.
     pub store_listen: bool,
+    /// A `verge dev` node: its one worker also takes requests for any host,
+    /// and its cron triggers can be fired by hand at
+    /// [`SCHEDULED_PATH`](crate::registry::SCHEDULED_PATH). A node that
+    /// `verge serve` runs never is one.
+    pub dev: bool,
 }
 
 /// One layer of settings, every one optional: the config file's shape, and
@@ -140,6 +146,9 @@ pub struct ConfigLayer {
     pub store_listen: Option<bool>,
     #[serde(default)]
     pub ceilings: CeilingsLayer,
+    /// Set by `verge dev` alone, never by a config file ([`NodeConfig::dev`]).
+    #[serde(skip)]
+    pub dev: bool,
 }
 
 /// The `[ceilings]` table.
@@ -230,6 +239,7 @@ impl ConfigLayer {
                 body_mib: self.ceilings.body_mib.or(lower.ceilings.body_mib),
                 subrequests: self.ceilings.subrequests.or(lower.ceilings.subrequests),
             },
+            dev: self.dev || lower.dev,
         }
     }
 }
@@ -256,14 +266,19 @@ impl NodeConfig {
             "listen",
             "VERGE_LISTEN",
         )?;
-        let admin_listen = address(
-            layer.admin_listen,
-            "127.0.0.1:8788",
-            "admin_listen",
-            "admin-listen",
-            "VERGE_ADMIN_LISTEN",
-        )?;
-        if listen == admin_listen && listen.port() != 0 {
+        // "off": no admin API, so nothing to deploy with but what the
+        // process itself does (a `verge dev` node without its admin side).
+        let admin_listen = match layer.admin_listen.as_deref() {
+            Some("off") => None,
+            _ => Some(address(
+                layer.admin_listen,
+                "127.0.0.1:8788",
+                "admin_listen",
+                "admin-listen",
+                "VERGE_ADMIN_LISTEN",
+            )?),
+        };
+        if admin_listen == Some(listen) && listen.port() != 0 {
             return Err(error(
                 format!("`listen` and `admin_listen` are both {listen}"),
                 "the admin API needs an address of its own, e.g. admin_listen = \"127.0.0.1:8788\"",
@@ -286,7 +301,7 @@ impl NodeConfig {
             ));
         }
 
-        if layer.admin_tokens.is_empty() {
+        if layer.admin_tokens.is_empty() && admin_listen.is_some() {
             return Err(error(
                 "no admin token is set, so nobody could deploy to this node",
                 "set one with VERGE_ADMIN_TOKEN=\"$(openssl rand -hex 32)\", \
@@ -322,7 +337,6 @@ impl NodeConfig {
             }
         }
 
-        let defaults = Limits::default();
         let c = &layer.ceilings;
         let positive = |value: Option<u64>, key: &str, flag: &str| match value {
             Some(0) => Err(error(
@@ -331,17 +345,14 @@ impl NodeConfig {
             )),
             other => Ok(other),
         };
-        let ceilings = Limits {
-            cpu: positive(c.cpu_ms, "cpu_ms", "max-cpu-ms")?
-                .map_or(defaults.cpu, Duration::from_millis),
-            wall: positive(c.wall_ms, "wall_ms", "max-wall-ms")?
-                .map_or(defaults.wall, Duration::from_millis),
-            memory: positive(c.memory_mib, "memory_mib", "max-memory-mib")?
-                .map_or(defaults.memory, |m| m.saturating_mul(MIB)),
-            body: positive(c.body_mib, "body_mib", "max-body-mib")?
-                .map_or(defaults.body, |m| m.saturating_mul(MIB)),
-            subrequests: c.subrequests.unwrap_or(1000),
+        let units = LimitUnits {
+            cpu_ms: positive(c.cpu_ms, "cpu_ms", "max-cpu-ms")?,
+            wall_ms: positive(c.wall_ms, "wall_ms", "max-wall-ms")?,
+            memory_mib: positive(c.memory_mib, "memory_mib", "max-memory-mib")?,
+            body_mib: positive(c.body_mib, "body_mib", "max-body-mib")?,
+            subrequests: c.subrequests,
         };
+        let ceilings = Limits::from_units(&units, Limits::default_ceilings());
         if ceilings.memory > 4096 * MIB {
             return Err(error(
                 "`ceilings.memory_mib` (--max-memory-mib) is above 4096",
@@ -455,6 +466,7 @@ impl NodeConfig {
             error_detail: layer.error_detail.unwrap_or(false),
             kv_cache: (kv_cache_mib * MIB) as usize,
             store_listen: layer.store_listen.unwrap_or(true),
+            dev: layer.dev,
         })
     }
 }
@@ -482,7 +494,8 @@ mod tests {
     fn defaults_fill_an_almost_empty_layer() {
         let config = NodeConfig::from_layer(layer()).unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
-        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:8788");
+        assert_eq!(config.admin_listen, Some("127.0.0.1:8788".parse().unwrap()));
+        assert!(!config.dev);
         assert_eq!(config.domain, "localhost");
         assert_eq!(config.ceilings.cpu, Duration::from_millis(50));
         assert_eq!(config.store, StoreConfig::Sqlite);
@@ -497,6 +510,23 @@ mod tests {
                 schema: "verge".into()
             }
         );
+    }
+
+    #[test]
+    fn a_node_without_an_admin_api_needs_no_token() {
+        let config = NodeConfig::from_layer(ConfigLayer {
+            admin_listen: Some("off".into()),
+            ..ConfigLayer::default()
+        })
+        .unwrap();
+        assert_eq!(config.admin_listen, None);
+        assert!(config.admin_tokens.is_empty());
+        // `dev` comes from the process, never from a file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "dev = true\n").unwrap();
+        let e = ConfigLayer::from_file(&path).unwrap_err();
+        assert!(e.message.contains("unknown key `dev`"), "{e}");
     }
 
     #[test]

@@ -79,14 +79,19 @@ pub struct Registry {
     domain_suffix: String,
     /// The worker that takes requests nothing else matches (`verge dev`).
     fallback: RwLock<Option<String>>,
+    /// Clients may reach the node's reserved paths ([`NodeConfig::dev`](crate::NodeConfig::dev)).
+    dev: bool,
 }
 
 impl Registry {
-    pub fn new(domain: &str) -> Registry {
+    /// The workers of a node whose workers answer at `NAME.<domain>`; on a
+    /// `dev` node, clients may fire cron triggers at [`SCHEDULED_PATH`].
+    pub fn new(domain: &str, dev: bool) -> Registry {
         Registry {
             table: RwLock::new(Arc::default()),
             domain_suffix: format!(".{domain}"),
             fallback: RwLock::new(None),
+            dev,
         }
     }
 
@@ -221,13 +226,7 @@ pub const SCHEDULED_PATH: &str = "/.well-known/verge/scheduled";
 impl Dispatch for Registry {
     fn route(&self, request: &Request<hyper::body::Incoming>) -> Result<Arc<Worker>, String> {
         let path = request.uri().path();
-        if path.starts_with("/.well-known/verge/")
-            && self
-                .fallback
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none()
-        {
+        if path.starts_with("/.well-known/verge/") && !self.dev {
             return Err(format!(
                 "{path} is reserved for the node's own cron triggers; \
                  run one by hand with `verge cron run` (the admin API's POST /v1/workers/NAME/schedules/run)"

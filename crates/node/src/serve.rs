@@ -100,10 +100,11 @@ pub fn sqlite_stores(
     })
 }
 
-/// The node's two listeners.
+/// The node's listeners: the data plane, and the admin API unless the node
+/// has none.
 pub struct Bound {
     pub data: TcpListener,
-    pub admin: TcpListener,
+    pub admin: Option<TcpListener>,
 }
 
 impl Bound {
@@ -113,10 +114,10 @@ impl Bound {
             .expect("a bound listener has an address")
     }
 
-    pub fn admin_addr(&self) -> SocketAddr {
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
-            .local_addr()
-            .expect("a bound listener has an address")
+            .as_ref()
+            .map(|admin| admin.local_addr().expect("a bound listener has an address"))
     }
 }
 
@@ -124,18 +125,19 @@ impl Bound {
 pub async fn bind(config: &NodeConfig) -> anyhow::Result<Bound> {
     let data = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
-            "cannot listen on {} (`listen`, --listen, VERGE_LISTEN)",
+            "cannot listen on {} (`listen`, --listen); is another process using it?",
             config.listen
         )
     })?;
-    let admin = TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| {
+    let admin = match config.admin_listen {
+        None => None,
+        Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
             format!(
-                "cannot listen on {} (`admin_listen`, --admin-listen, VERGE_ADMIN_LISTEN)",
-                config.admin_listen
+                "cannot listen on {address} (`admin_listen`, --admin-listen); \
+                 is another process using it?"
             )
-        })?;
+        })?),
+    };
     Ok(Bound { data, admin })
 }
 
@@ -150,12 +152,14 @@ pub async fn serve(node: Arc<Node>, bound: Bound, shutdown: impl Future<Output =
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let admin = axum::serve(bound.admin, admin::router(state))
-        .with_graceful_shutdown(wait(stopped.clone()));
-    let admin = tokio::spawn(async move {
-        if let Err(e) = admin.await {
-            tracing::error!("the admin API stopped: {e}");
-        }
+    let admin = bound.admin.map(|listener| {
+        let admin = axum::serve(listener, admin::router(state))
+            .with_graceful_shutdown(wait(stopped.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = admin.await {
+                tracing::error!("the admin API stopped: {e}");
+            }
+        })
     });
     let options = ServeOptions {
         drain_timeout: node.config.drain_timeout,
@@ -171,6 +175,8 @@ pub async fn serve(node: Arc<Node>, bound: Bound, shutdown: impl Future<Output =
         drained = &mut data => drained,
     };
     let _ = stop.send(true);
-    let _ = tokio::time::timeout(node.config.drain_timeout, admin).await;
+    if let Some(admin) = admin {
+        let _ = tokio::time::timeout(node.config.drain_timeout, admin).await;
+    }
     drained
 }

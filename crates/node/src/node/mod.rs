@@ -155,7 +155,7 @@ impl Node {
             ..RuntimeConfig::default()
         })?;
         let node = Arc::new(Node {
-            registry: Arc::new(Registry::new(&config.domain)),
+            registry: Arc::new(Registry::new(&config.domain, config.dev)),
             config,
             runtime,
             metrics,
