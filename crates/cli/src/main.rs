@@ -4,6 +4,7 @@
 mod build;
 mod commands;
 mod remote;
+mod signal;
 mod term;
 
 use std::process::ExitCode;

@@ -46,7 +46,7 @@ fn a_worker_takes_at_most_its_share_of_the_instances() {
         // third is refused after the queue timeout, naming the limit.
         let flood = scope.spawn(|| at_once(&node, "busy.localhost", "/sleep?ms=1500", 3));
         // Meanwhile the node's other instances serve another worker.
-        std::thread::sleep(Duration::from_millis(300));
+        eventually("two of the flood run", || node.instances_busy() == 2);
         let started = Instant::now();
         let reply = node.get("other.localhost", "/plain");
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -266,7 +266,7 @@ fn a_worker_answers_while_another_loops_on_eight_connections() {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(300));
+        eventually("the spinners run", || node.instances_busy() > 0);
         for _ in 0..50 {
             let reply = node.get("other.localhost", "/hello");
             assert_eq!(reply.status, 200, "{}", reply.text());

@@ -147,7 +147,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let mut dev = Dev::fixtures("", &[]);
     let url = dev.url("/sleep?ms=1000");
     let in_flight = std::thread::spawn(move || Reply::from(agent().get(&url).call()));
-    std::thread::sleep(Duration::from_millis(300));
+    common::node::eventually("the request is in flight", || dev.instances_busy() == 1);
     let signalled = Instant::now();
     dev.terminate();
     let reply = in_flight.join().unwrap();
@@ -277,5 +277,58 @@ fn verge_build_builds_checks_and_reports_the_size() {
     assert!(
         stderr.contains("bogus.wasm cannot run on Verge"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn the_dev_node_has_an_admin_api_with_a_local_token() {
+    let dev = Dev::fixtures("", &[]);
+    let (admin, token) = dev.admin();
+    // The token is the dev node's own, kept for its owner alone.
+    let token_file = dev.dir.path().join(".verge/admin-token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{token_file:?} is {mode:o}");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+
+    let cli = |token: &str| {
+        let mut command = verge();
+        command
+            .env("VERGE_CONFIG_HOME", dev.dir.path())
+            .env("VERGE_NODE", &admin)
+            .env("VERGE_TOKEN", token);
+        command
+    };
+    let output = cli(&token).args(["list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(listed.contains("fixtures"), "{listed}");
+    let refused = cli("not-the-token-of-this-node").arg("whoami").output().unwrap();
+    assert!(!refused.status.success());
+
+    // A request shows in the metrics of the dev node's admin side.
+    assert_eq!(dev.get("/hello").status, 200);
+    let metrics = Reply::from(
+        agent()
+            .get(&format!("{admin}/metrics"))
+            .header("authorization", &format!("Bearer {token}"))
+            .call(),
+    );
+    assert!(
+        metrics.text().contains("verge_requests_total{worker=\"fixtures\""),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[test]
+fn the_dev_node_runs_without_an_admin_api_when_told() {
+    let dev = Dev::fixtures("", &["--admin-listen", "off"]);
+    assert_eq!(dev.get("/hello").status, 200);
+    assert!(!dev.dir.path().join(".verge/admin-token").exists());
+    assert!(
+        !dev.stderr().iter().any(|l| l.contains("Admin API")),
+        "{:?}",
+        dev.stderr()
     );
 }

@@ -6,21 +6,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use verge_manifest::{ComponentSource, Manifest};
-use verge_node::{DEFAULT_KV_CACHE_MIB, DeployRequest, Node, NodeConfig, StoreConfig};
+use verge_node::{AdminToken, ConfigLayer, DeployRequest, Node, NodeConfig, StoreConfig};
 use verge_runtime::guest_log::LogStream;
-use verge_runtime::server::{ServeOptions, serve};
-use verge_runtime::{CompileSource, Limits, RequestSink, RequestSummary, component_hash, ms};
+use verge_runtime::{CompileSource, RequestSink, RequestSummary, component_hash, ms};
 
 use crate::build::{Built, build, human_size};
+use crate::commands::serve::CeilingArgs;
 use crate::commands::watch;
+use crate::signal;
 use crate::term::Style;
-
-const MIB: u64 = 1024 * 1024;
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -40,17 +38,23 @@ pub struct DevArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
 
-    /// Requests served at once; more wait up to --queue-timeout-ms, then get 503.
-    #[arg(long, default_value_t = 100)]
-    max_instances: u32,
+    /// The admin API of the local node (`verge tail`, metrics, `verge kv
+    /// --remote`), on a free port by default; `off` for none.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin_listen: String,
 
-    /// How long a request waits for a free instance.
-    #[arg(long, default_value_t = 1000)]
-    queue_timeout_ms: u64,
+    /// Requests served at once; more wait up to --queue-timeout-ms, then
+    /// get 503 [default: 1000, fewer where memory is short].
+    #[arg(long)]
+    max_instances: Option<u32>,
 
-    /// How long in-flight requests may take to finish on shutdown.
-    #[arg(long, default_value_t = 30)]
-    drain_timeout_s: u64,
+    /// How long a request waits for a free instance [default: 1000].
+    #[arg(long)]
+    queue_timeout_ms: Option<u64>,
+
+    /// How long in-flight requests may take to finish on shutdown [default: 30].
+    #[arg(long)]
+    drain_timeout_s: Option<u64>,
 
     /// Allocate instances on demand instead of from a pre-reserved pool.
     #[arg(long)]
@@ -65,25 +69,8 @@ pub struct DevArgs {
     #[arg(long)]
     no_watch: bool,
 
-    /// Highest CPU limit (ms) a manifest may ask for.
-    #[arg(long, default_value_t = 50)]
-    max_cpu_ms: u64,
-
-    /// Highest wall limit (ms) a manifest may ask for.
-    #[arg(long, default_value_t = 30_000)]
-    max_wall_ms: u64,
-
-    /// Highest memory limit (MiB) a manifest may ask for.
-    #[arg(long, default_value_t = 128)]
-    max_memory_mib: u64,
-
-    /// Highest body limit (MiB) a manifest may ask for.
-    #[arg(long, default_value_t = 100)]
-    max_body_mib: u64,
-
-    /// Highest number of outbound requests per request a manifest may ask for.
-    #[arg(long, default_value_t = 1000)]
-    max_subrequests: u32,
+    #[command(flatten)]
+    ceilings: CeilingArgs,
 
     /// Keep the worker and its KV in PostgreSQL (`postgres://user@host/db`)
     /// instead of SQLite files under `.verge/` [default: sqlite].
@@ -103,44 +90,38 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| manifest.dir.join(".verge"));
-    let store = StoreConfig::parse(args.store.as_deref(), args.store_schema.clone())?;
-    let shared = matches!(store, StoreConfig::Postgres { .. });
-    // The node `verge serve` runs, with one worker that answers at any
-    // host, deployed from the build on every save.
-    let config = NodeConfig {
-        listen: args.listen,
-        admin_listen: args.listen,
-        data_dir,
-        store,
-        domain: "localhost".into(),
-        admin_tokens: Vec::new(),
-        ceilings: Limits {
-            cpu: Duration::from_millis(args.max_cpu_ms),
-            wall: Duration::from_millis(args.max_wall_ms),
-            memory: args.max_memory_mib * MIB,
-            body: args.max_body_mib * MIB,
-            subrequests: args.max_subrequests,
-        },
-        max_instances: args.max_instances,
-        // One worker: its share is the whole node (a manifest's
-        // `concurrency` still applies).
-        max_instances_per_worker: args.max_instances.max(1),
-        memory_budget: verge_runtime::memory::default_budget(),
-        queue_timeout: Duration::from_millis(args.queue_timeout_ms),
-        header_read_timeout: Duration::from_secs(10),
-        body_read_timeout: Duration::from_secs(10),
-        drain_timeout: Duration::from_secs(args.drain_timeout_s),
-        pooling: !args.no_pooling,
-        error_detail: !args.no_error_detail,
-        // A database may be shared with other processes: the same cache
-        // and change feed as a node's.
-        kv_cache: if shared {
-            (DEFAULT_KV_CACHE_MIB * MIB) as usize
-        } else {
-            0
-        },
-        store_listen: shared,
+    // The node `verge serve` runs, validated the same way, with one worker
+    // that answers at any host, deployed from the build on every save.
+    let admin_tokens = if args.admin_listen == "off" {
+        Vec::new()
+    } else {
+        vec![AdminToken {
+            name: "verge dev".into(),
+            token: local_admin_token(&data_dir)?,
+            read_only: false,
+        }]
     };
+    let layer = ConfigLayer {
+        listen: Some(args.listen.to_string()),
+        admin_listen: Some(args.admin_listen.clone()),
+        data_dir: Some(data_dir.clone()),
+        store: args.store.clone(),
+        store_schema: Some(args.store_schema.clone()),
+        admin_tokens,
+        max_instances: args.max_instances,
+        queue_timeout_ms: args.queue_timeout_ms,
+        drain_timeout_s: args.drain_timeout_s,
+        pooling: args.no_pooling.then_some(false),
+        error_detail: Some(!args.no_error_detail),
+        ceilings: args.ceilings.layer(),
+        dev: true,
+        ..ConfigLayer::default()
+    };
+    let mut config = NodeConfig::from_layer(layer)?;
+    // One worker: its share is the whole node (a manifest's `concurrency`
+    // still applies).
+    config.max_instances_per_worker = config.max_instances;
+    let shared = matches!(config.store, StoreConfig::Postgres { .. });
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -157,6 +138,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        let bound = verge_node::bind(&config).await?;
         let log = Arc::new(DevLog {
             style: Style::stdout(),
         });
@@ -180,15 +162,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             ),
         }
 
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {}; pick another with --listen",
-                    args.listen
-                )
-            })?;
-        let address = listener.local_addr()?;
+        let address = bound.data_addr();
         let out = Style::stdout();
         println!(
             "{} {} at {}",
@@ -196,6 +170,13 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             manifest.name,
             out.bold(&format!("http://{address}"))
         );
+        if let Some(admin) = bound.admin_addr() {
+            eprintln!(
+                "Admin API at http://{admin}; e.g. VERGE_NODE=http://{admin} \
+                 VERGE_TOKEN=$(cat {}) verge tail",
+                data_dir.join(ADMIN_TOKEN_FILE).display()
+            );
+        }
         for cron in &manifest.crons {
             eprintln!(
                 "Cron trigger `{cron}` (UTC); fire it now with: curl -X POST \
@@ -203,10 +184,6 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 cron.as_str().replace(' ', "+")
             );
         }
-        let options = ServeOptions {
-            drain_timeout: node.config.drain_timeout,
-            header_read_timeout: node.config.header_read_timeout,
-        };
         let watch_root = manifest
             .dir
             .canonicalize()
@@ -232,8 +209,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let drained = serve(listener, node.registry.clone(), options, shutdown_signal()).await;
-        report_stopped(drained);
+        let drained = verge_node::serve(node, bound, signal::shutdown()).await;
+        signal::report_stopped(drained);
         anyhow::Ok(())
     })
 }
@@ -385,39 +362,41 @@ fn parse_dev_vars(text: &str) -> Result<Vec<(String, String)>, (usize, String)> 
     Ok(out)
 }
 
-/// Says how the node stopped.
-pub(crate) fn report_stopped(drained: bool) {
-    eprintln!(
-        "{}",
-        if drained {
-            "Stopped."
-        } else {
-            "Stopped; some requests were cut off."
-        }
-    );
-}
+/// The file in the data dir that holds the local node's admin token.
+const ADMIN_TOKEN_FILE: &str = "admin-token";
 
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// The admin token of the local node: the one an earlier `verge dev` left
+/// in the data dir (so a `verge tail` keeps working across restarts), or a
+/// new random one, written readable by its owner alone.
+fn local_admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if token.trim().len() >= verge_node::config::MIN_TOKEN_LEN => {
+            return Ok(token.trim().to_string());
         }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    eprintln!("Shutting down: finishing requests in flight...");
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for the local admin token")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(token.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
 }
 
 /// The request log of `verge dev`: one line per request on stdout, then the

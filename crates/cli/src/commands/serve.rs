@@ -9,7 +9,7 @@ use clap::Args;
 use verge_node::config::CeilingsLayer;
 use verge_node::{AdminToken, ConfigLayer, Node, NodeConfig};
 
-use crate::commands::dev;
+use crate::signal;
 use crate::term::Style;
 
 #[derive(Args, Debug)]
@@ -97,6 +97,14 @@ pub struct ServeArgs {
     #[arg(long)]
     error_detail: bool,
 
+    #[command(flatten)]
+    ceilings: CeilingArgs,
+}
+
+/// The highest limits a manifest may ask for: the node's `[ceilings]`, as
+/// `verge serve` and `verge dev` take them.
+#[derive(Args, Debug)]
+pub struct CeilingArgs {
     /// Highest CPU limit (ms) a manifest may ask for [default: 50].
     #[arg(long, env = "VERGE_MAX_CPU_MS")]
     max_cpu_ms: Option<u64>,
@@ -116,6 +124,19 @@ pub struct ServeArgs {
     /// Highest number of outbound requests per request [default: 1000].
     #[arg(long, env = "VERGE_MAX_SUBREQUESTS")]
     max_subrequests: Option<u32>,
+}
+
+impl CeilingArgs {
+    /// The flags as the `[ceilings]` of a config layer.
+    pub fn layer(&self) -> CeilingsLayer {
+        CeilingsLayer {
+            cpu_ms: self.max_cpu_ms,
+            wall_ms: self.max_wall_ms,
+            memory_mib: self.max_memory_mib,
+            body_mib: self.max_body_mib,
+            subrequests: self.max_subrequests,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -161,13 +182,8 @@ impl ServeArgs {
             error_detail: self.error_detail.then_some(true),
             kv_cache_mib: self.kv_cache_mib,
             store_listen: self.no_store_listen.then_some(false),
-            ceilings: CeilingsLayer {
-                cpu_ms: self.max_cpu_ms,
-                wall_ms: self.max_wall_ms,
-                memory_mib: self.max_memory_mib,
-                body_mib: self.max_body_mib,
-                subrequests: self.max_subrequests,
-            },
+            ceilings: self.ceilings.layer(),
+            dev: false,
         })
     }
 }
@@ -196,13 +212,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             node.config.domain,
             data.port()
         );
-        println!(
-            "{} at {}",
-            out.bold("Admin API"),
-            out.bold(&format!("http://{}", bound.admin_addr()))
-        );
-        let drained = verge_node::serve(node, bound, dev::shutdown_signal()).await;
-        dev::report_stopped(drained);
+        match bound.admin_addr() {
+            Some(admin) => println!(
+                "{} at {}",
+                out.bold("Admin API"),
+                out.bold(&format!("http://{admin}"))
+            ),
+            None => println!("{} off (`admin_listen = \"off\"`)", out.bold("Admin API")),
+        }
+        let drained = verge_node::serve(node, bound, signal::shutdown()).await;
+        signal::report_stopped(drained);
         anyhow::Ok(())
     })
 }

@@ -257,6 +257,46 @@ impl Dev {
         self.child.id()
     }
 
+    /// The local node's admin API and its token, as `verge dev` announces
+    /// them (`Admin API at URL; e.g. ... VERGE_TOKEN=$(cat PATH) ...`).
+    #[allow(dead_code)]
+    pub fn admin(&self) -> (String, String) {
+        let line = self.wait_line_err("Admin API at ");
+        let url = line
+            .split("Admin API at ")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .unwrap_or_else(|| panic!("no admin URL in {line:?}"))
+            .to_string();
+        let path = line
+            .split("$(cat ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap_or_else(|| panic!("no token file in {line:?}"));
+        let token = std::fs::read_to_string(path).unwrap().trim().to_string();
+        (url, token)
+    }
+
+    /// Instances of the local node serving a request now (the
+    /// `verge_instances_busy` gauge of its admin API).
+    #[allow(dead_code)]
+    pub fn instances_busy(&self) -> u64 {
+        let (url, token) = self.admin();
+        let metrics = agent()
+            .get(&format!("{url}/metrics"))
+            .header("authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("the admin API answers")
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("verge_instances_busy "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no verge_instances_busy in {metrics}"))
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         // SAFETY: plain kill(2) on our own child's pid.
