@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use verge_api::{ErrorBody, ErrorCode, WhoAmI};
 
 /// The flags every command that talks to a node takes.
 #[derive(Args, Debug, Clone)]
@@ -100,17 +101,6 @@ pub struct Remote {
     agent: ureq::Agent,
 }
 
-/// What `GET /v1/whoami` says: who the token is, and which node answered.
-#[derive(Deserialize, Debug)]
-pub struct WhoAmI {
-    pub token: String,
-    pub read_only: bool,
-    pub node: String,
-    pub version: String,
-    pub store: String,
-    pub workers: u64,
-}
-
 impl NodeArgs {
     /// `--node` or VERGE_NODE, if given.
     pub fn node(&self) -> Option<&str> {
@@ -180,10 +170,16 @@ impl Remote {
 
     /// Checks the token with the node: who it is, or the node's refusal.
     pub fn whoami(&self) -> anyhow::Result<WhoAmI> {
-        let answer = self.get("/v1/whoami")?;
-        serde_json::from_value(answer).map_err(|e| {
+        let path = "/v1/whoami";
+        let response = self
+            .agent
+            .get(&self.url(path))
+            .header("authorization", &self.auth())
+            .call();
+        let text = self.answer(path, response)?;
+        serde_json::from_str(&text).map_err(|e| {
             anyhow!(
-                "{} answered /v1/whoami with something other than a Verge node's JSON ({e})\n  \
+                "{} answered {path} with something other than a Verge node's JSON ({e})\n  \
                  help: --node must be the node's admin API (`admin_listen`, port 8788 by default)",
                 self.base
             )
@@ -199,7 +195,7 @@ impl Remote {
     }
 
     /// `GET path`, answered with JSON.
-    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let response = self
             .agent
             .get(&self.url(path))
@@ -224,15 +220,15 @@ impl Remote {
         let response = match response {
             Ok(r) if r.status().is_success() => r,
             other => {
-                self.read(path, other)?;
+                self.answer(path, other)?;
                 anyhow::bail!("the node did not open the stream");
             }
         };
         Ok(response.into_body().into_reader())
     }
 
-    /// `DELETE path`.
-    pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    /// `DELETE path`; `T` is `()` where the node answers 204.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let response = self
             .agent
             .delete(&self.url(path))
@@ -241,25 +237,31 @@ impl Remote {
         self.read(path, response)
     }
 
-    /// `method path` with a JSON body.
-    pub fn send_json(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+    /// `method path` with a JSON body; `T` is `()` where the node answers
+    /// 204.
+    pub fn send_json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
         let request = http::Request::builder()
             .method(method)
             .uri(self.url(path))
             .header("authorization", self.auth())
             .header("content-type", "application/json")
-            .body(body.to_string())?;
+            .body(serde_json::to_string(body)?)?;
         let response = self.agent.run(request);
         self.read(path, response)
     }
 
     /// `PUT path` with `body` as raw bytes and extra headers.
-    pub fn put_bytes(
+    pub fn put_bytes<T: DeserializeOwned>(
         &self,
         path: &str,
         headers: &[(&str, String)],
         body: &[u8],
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<T> {
         let mut request = self
             .agent
             .put(&self.url(path))
@@ -273,7 +275,8 @@ impl Remote {
     }
 
     /// `GET path` answered with raw bytes: its headers and body, or `None`
-    /// on a 404.
+    /// when the node says the key does not exist (a missing namespace is an
+    /// error).
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Option<(http::HeaderMap, Vec<u8>)>> {
         let response = self
             .agent
@@ -291,29 +294,21 @@ impl Remote {
                     .with_context(|| format!("reading the node's answer to {path}"))?;
                 Ok(Some((headers, body)))
             }
-            Ok(r) if r.status() == http::StatusCode::NOT_FOUND => {
-                // A missing key is an answer; a missing namespace is an error.
-                let error = self.read(path, Ok(r)).unwrap_err();
-                if error.to_string().contains("no key") {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
-            }
-            other => {
-                self.read(path, other)?;
-                anyhow::bail!("unexpected answer to {path}")
-            }
+            other => match self.answer(path, other) {
+                Err(e) if refusal_code(&e) == Some(ErrorCode::KeyNotFound) => Ok(None),
+                Err(e) => Err(e),
+                Ok(_) => bail!("unexpected answer to {path}"),
+            },
         }
     }
 
     /// `PUT path` with `length` bytes read from `body`.
-    pub fn put_stream(
+    pub fn put_stream<T: DeserializeOwned>(
         &self,
         path: &str,
         length: u64,
         body: &mut dyn std::io::Read,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<T> {
         let response = self
             .agent
             .put(&self.url(path))
@@ -324,12 +319,35 @@ impl Remote {
         self.read(path, response)
     }
 
-    /// The JSON of a 2xx answer; otherwise the node's error, with its help.
-    fn read(
+    /// The answer to `path` as `T` (an empty answer reads as JSON `null`,
+    /// which is `()`); otherwise the node's error, with its help.
+    fn read<T: DeserializeOwned>(
         &self,
         path: &str,
         response: Result<http::Response<ureq::Body>, ureq::Error>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<T> {
+        let text = self.answer(path, response)?;
+        let text = if text.trim().is_empty() {
+            "null"
+        } else {
+            &text
+        };
+        serde_json::from_str(text).map_err(|e| {
+            anyhow!(
+                "{} answered {path} with JSON this CLI does not understand: {e}\n  help: the \
+                 node may run another Verge version (`verge whoami` shows it); use a CLI of the \
+                 same version",
+                self.base
+            )
+        })
+    }
+
+    /// The body of a 2xx answer; otherwise why the node refused.
+    fn answer(
+        &self,
+        path: &str,
+        response: Result<http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<String> {
         let mut response = match response {
             Ok(response) => response,
             Err(e) => return Err(self.transport_error(e)),
@@ -339,16 +357,10 @@ impl Remote {
             .body_mut()
             .read_to_string()
             .with_context(|| format!("reading the node's answer to {path}"))?;
-        let value: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
-        };
         if status.is_success() {
-            return Ok(value);
+            return Ok(text);
         }
-        let error = &value["error"];
-        let Some(message) = error["message"].as_str() else {
+        let Ok(ErrorBody { error }) = serde_json::from_str::<ErrorBody>(&text) else {
             let shown: String = text.trim().chars().take(200).collect();
             if status != http::StatusCode::NOT_FOUND {
                 bail!("{path} answered {status} {shown:?}");
@@ -362,19 +374,25 @@ impl Remote {
                 self.base
             );
         };
-        if status == http::StatusCode::UNAUTHORIZED {
-            bail!(
+        let message = &error.message;
+        let shown = if error.code == ErrorCode::Unauthorized {
+            format!(
                 "the node at {} refused the admin token from {}: {message}\n  help: use one of \
                  the node's `[[admin_tokens]]` (or its VERGE_ADMIN_TOKEN); `verge login` checks \
                  and stores one",
-                self.base,
-                self.token_source
-            );
+                self.base, self.token_source
+            )
+        } else {
+            match &error.help {
+                Some(help) => format!("{message}\n  help: {help}"),
+                None => format!("{message} ({status})"),
+            }
+        };
+        Err(Refusal {
+            code: error.code,
+            shown,
         }
-        match error["help"].as_str() {
-            Some(help) => bail!("{message}\n  help: {help}"),
-            None => bail!("{message} ({status})"),
-        }
+        .into())
     }
 
     /// A request that got no HTTP answer. A node refusing the token answers
@@ -389,7 +407,7 @@ impl Remote {
             .call();
         match probe {
             Ok(answer) if answer.status() == http::StatusCode::UNAUTHORIZED => {
-                match self.read("/v1/whoami", Ok(answer)) {
+                match self.answer("/v1/whoami", Ok(answer)) {
                     Err(refused) => refused,
                     Ok(_) => anyhow!("the node closed the connection: {e}"),
                 }
@@ -411,6 +429,27 @@ impl Remote {
             ),
         }
     }
+}
+
+/// A node's refusal: its error code, for callers that handle some, and the
+/// message shown (with the node's help).
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    shown: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The node's error code, when `e` is a node's refusal.
+pub fn refusal_code(e: &anyhow::Error) -> Option<ErrorCode> {
+    e.downcast_ref::<Refusal>().map(|r| r.code)
 }
 
 /// Whether a TLS handshake failed on something that does not speak TLS.

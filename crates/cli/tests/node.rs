@@ -716,6 +716,11 @@ fn verge_kv_remote_reaches_the_same_store_the_guests_use() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("above the limit of 512"));
     let unknown = kv(&["key", "get", "x", "-n", "nope"]).output().unwrap();
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("namespace `nope` does not exist"));
+    // The node's `namespace_not_found` code is what the CLI goes by.
+    let gone = kv(&["namespace", "delete", "nope"]).output().unwrap();
+    assert!(!gone.status.success());
+    let gone = String::from_utf8_lossy(&gone.stderr);
+    assert!(gone.contains("`verge kv namespace list` shows those that do"), "{gone}");
 }
 
 #[test]

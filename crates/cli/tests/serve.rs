@@ -303,7 +303,10 @@ fn the_dev_node_has_an_admin_api_with_a_local_token() {
     let listed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(listed.contains("fixtures"), "{listed}");
-    let refused = cli("not-the-token-of-this-node").arg("whoami").output().unwrap();
+    let refused = cli("not-the-token-of-this-node")
+        .arg("whoami")
+        .output()
+        .unwrap();
     assert!(!refused.status.success());
 
     // A request shows in the metrics of the dev node's admin side.
@@ -315,7 +318,9 @@ fn the_dev_node_has_an_admin_api_with_a_local_token() {
             .call(),
     );
     assert!(
-        metrics.text().contains("verge_requests_total{worker=\"fixtures\""),
+        metrics
+            .text()
+            .contains("verge_requests_total{worker=\"fixtures\""),
         "{}",
         metrics.text()
     );

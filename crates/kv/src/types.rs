@@ -27,6 +27,18 @@ pub enum Expiration {
     Ttl(u64),
 }
 
+impl Expiration {
+    /// From the `expiration_ttl` and `expiration` of Workers KV's APIs: a
+    /// TTL wins over an absolute time, as there.
+    pub fn from_ttl_or_at(ttl: Option<u64>, at: Option<u64>) -> Expiration {
+        match (ttl, at) {
+            (Some(ttl), _) => Expiration::Ttl(ttl),
+            (None, Some(at)) => Expiration::At(at),
+            (None, None) => Expiration::Never,
+        }
+    }
+}
+
 /// When a put may happen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Condition {

@@ -8,6 +8,7 @@
 //! layer over this crate; so is `verge dev`'s manifest handling ([`spec`]).
 
 pub mod admin;
+mod bulk;
 pub mod config;
 pub mod metrics;
 mod node;
@@ -17,6 +18,7 @@ mod serve;
 pub mod spec;
 pub mod tail;
 
+pub use bulk::bulk_write;
 pub use config::{
     AdminToken, ConfigError, ConfigLayer, DEFAULT_KV_CACHE_MIB, NodeConfig, StoreConfig,
 };

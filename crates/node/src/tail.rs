@@ -28,98 +28,57 @@ use verge_runtime::guest_log::LogStream;
 /// Events a slow client may fall behind by before it loses some.
 pub const TAIL_BUFFER: usize = 1024;
 
-/// One request, as the tail shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TailEvent {
-    pub time: String,
-    pub id: String,
-    /// The node that served it.
-    pub node: String,
-    pub worker: String,
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-    pub cpu_ms: f64,
-    pub wall_ms: f64,
-    pub kv_ops: u32,
-    pub kv_ms: f64,
-    pub logs: Vec<TailLog>,
-    /// Bytes of log output left out (past the per-request cap, or to fit a
-    /// relayed event in a batch).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub logs_dropped: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub termination: Option<TailTermination>,
-}
+pub use verge_api::{TailEvent, TailLog, TailTermination};
 
 /// Milliseconds to the microsecond.
 fn millis(d: std::time::Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TailLog {
-    /// `stdout` or `stderr`.
-    pub stream: String,
-    pub text: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TailTermination {
-    pub reason: String,
-    pub message: String,
-}
-
-impl TailEvent {
-    pub fn from_summary(s: &RequestSummary, node: &str) -> TailEvent {
-        TailEvent {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            id: s.id.to_string(),
-            node: node.to_string(),
-            worker: s.worker.to_string(),
-            method: s.method.to_string(),
-            path: s.path.clone(),
-            status: s.status,
-            cpu_ms: millis(s.cpu),
-            wall_ms: millis(s.wall),
-            kv_ops: s.kv_ops,
-            kv_ms: millis(s.kv_time),
-            logs: s
-                .logs
-                .iter()
-                .map(|l| TailLog {
-                    stream: match l.stream {
-                        LogStream::Stdout => "stdout",
-                        LogStream::Stderr => "stderr",
-                    }
-                    .to_string(),
-                    text: l.text.clone(),
-                })
-                .collect(),
-            logs_dropped: s.logs_dropped,
-            termination: s.termination.as_ref().map(|t| TailTermination {
-                reason: t.reason().to_string(),
-                message: t.to_string(),
-            }),
-        }
+/// The tail's view of a finished request served by `node`.
+pub fn event_of(s: &RequestSummary, node: &str) -> TailEvent {
+    TailEvent {
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        id: s.id.to_string(),
+        node: node.to_string(),
+        worker: s.worker.to_string(),
+        method: s.method.to_string(),
+        path: s.path.clone(),
+        status: s.status,
+        cpu_ms: millis(s.cpu),
+        wall_ms: millis(s.wall),
+        kv_ops: s.kv_ops,
+        kv_ms: millis(s.kv_time),
+        logs: s
+            .logs
+            .iter()
+            .map(|l| TailLog {
+                stream: match l.stream {
+                    LogStream::Stdout => verge_api::LogStream::Stdout,
+                    LogStream::Stderr => verge_api::LogStream::Stderr,
+                },
+                text: l.text.clone(),
+            })
+            .collect(),
+        logs_dropped: s.logs_dropped as u64,
+        termination: s.termination.as_ref().map(|t| TailTermination {
+            reason: t.reason().to_string(),
+            message: t.to_string(),
+        }),
     }
+}
 
-    /// The event's JSON in at most `max` bytes: log lines dropped from the
-    /// end until it fits, counted in `logs_dropped`; `None` if even the bare
-    /// event is larger.
-    fn fit(mut self, max: usize) -> Option<String> {
-        loop {
-            let json = serde_json::to_string(&self).ok()?;
-            if json.len() <= max {
-                return Some(json);
-            }
-            let line = self.logs.pop()?;
-            self.logs_dropped += line.text.len() + 1;
+/// The event's JSON in at most `max` bytes: log lines dropped from the end
+/// until it fits, counted in `logs_dropped`; `None` if even the bare event
+/// is larger.
+fn fit(mut event: TailEvent, max: usize) -> Option<String> {
+    loop {
+        let json = serde_json::to_string(&event).ok()?;
+        if json.len() <= max {
+            return Some(json);
         }
+        let line = event.logs.pop()?;
+        event.logs_dropped += line.text.len() as u64 + 1;
     }
 }
 
@@ -236,7 +195,7 @@ impl TailHub {
         if sender.is_none() && !relay {
             return;
         }
-        let event = Arc::new(TailEvent::from_summary(summary, &self.node));
+        let event = Arc::new(event_of(summary, &self.node));
         if relay
             && let Some(outbox) = self.outbox.get()
             && outbox.try_send(event.clone()).is_err()
@@ -334,7 +293,7 @@ pub fn relay_batches(node: &str, events: Vec<Arc<TailEvent>>) -> Vec<String> {
     let mut current: Vec<String> = Vec::new();
     let mut size = 0;
     for event in events {
-        let Some(json) = TailEvent::clone(&event).fit(room) else {
+        let Some(json) = fit(TailEvent::clone(&event), room) else {
             continue;
         };
         if !current.is_empty() && size + 1 + json.len() > room {
@@ -379,7 +338,7 @@ mod tests {
 
     #[test]
     fn filters_combine() {
-        let event = TailEvent::from_summary(&summary("w", "POST", "/api/todos", 201), "n");
+        let event = event_of(&summary("w", "POST", "/api/todos", 201), "n");
         let filter = |status: Option<&str>,
                       method: Option<&str>,
                       path: Option<&str>,

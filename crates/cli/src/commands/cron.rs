@@ -2,7 +2,7 @@
 //! node, their latest runs, and running one by hand.
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use verge_api::{CronRun, RunSchedule, ScheduleRan, Schedules};
 
 use crate::commands::versions::WorkerArgs;
 use crate::remote::NodeArgs;
@@ -42,22 +42,18 @@ fn time(ms: u64) -> String {
         .to_string()
 }
 
-fn run_row(run: &Value) -> String {
-    let status = run["status"]
-        .as_u64()
-        .map_or("running".to_string(), |s| s.to_string());
-    let wall = run["wall_ms"]
-        .as_u64()
-        .map_or("-".to_string(), |w| format!("{w} ms"));
+fn run_row(run: &CronRun) -> String {
+    let status = run.status.map_or("running".to_string(), |s| s.to_string());
+    let wall = run.wall_ms.map_or("-".to_string(), |w| format!("{w} ms"));
     let mut row = format!(
         "{:<26}{:<18}{:<10}{:<10}{}",
-        time(run["tick"].as_u64().unwrap_or(0)),
-        run["cron"].as_str().unwrap_or("?"),
+        time(run.tick),
+        run.cron,
         status,
         wall,
-        run["node"].as_str().unwrap_or("?"),
+        run.node,
     );
-    if let Some(error) = run["error"].as_str() {
+    if let Some(error) = &run.error {
         row.push_str(&format!("\n    {error}"));
     }
     row
@@ -69,13 +65,12 @@ pub fn run(args: CronArgs) -> anyhow::Result<()> {
     let style = Style::stdout();
     match args.command {
         CronCommand::List { json } => {
-            let answer = remote.get(&format!("/v1/workers/{name}/schedules"))?;
+            let answer: Schedules = remote.get(&format!("/v1/workers/{name}/schedules"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
                 return Ok(());
             }
-            let schedules = answer["schedules"].as_array().cloned().unwrap_or_default();
-            if schedules.is_empty() {
+            if answer.schedules.is_empty() {
                 println!(
                     "{name} has no schedules: add [triggers] crons = [\"*/5 * * * *\"] to verge.toml"
                 );
@@ -85,12 +80,8 @@ pub fn run(args: CronArgs) -> anyhow::Result<()> {
                 "{}",
                 style.bold(&format!("{:<18}{}", "SCHEDULE", "NEXT (UTC)"))
             );
-            for s in &schedules {
-                println!(
-                    "{:<18}{}",
-                    s["cron"].as_str().unwrap_or("?"),
-                    s["next"].as_u64().map_or("-".to_string(), time)
-                );
+            for s in &answer.schedules {
+                println!("{:<18}{}", s.cron, s.next.map_or("-".to_string(), time));
             }
             println!();
             println!(
@@ -100,18 +91,17 @@ pub fn run(args: CronArgs) -> anyhow::Result<()> {
                     "TICK (UTC)", "SCHEDULE", "STATUS", "WALL", "NODE"
                 ))
             );
-            for r in answer["runs"].as_array().into_iter().flatten() {
+            for r in &answer.runs {
                 println!("{}", run_row(r));
             }
         }
         CronCommand::Run { cron } => {
-            let answer = remote.send_json(
+            let ScheduleRan { run } = remote.send_json(
                 "POST",
                 &format!("/v1/workers/{name}/schedules/run"),
-                &json!({ "cron": cron }),
+                &RunSchedule { cron },
             )?;
-            let run = &answer["run"];
-            let ok = run["status"].as_u64().is_some_and(|s| s < 400);
+            let ok = run.status.is_some_and(|s| s < 400);
             println!(
                 "{} {name}'s `{}` in {} ms: status {}",
                 if ok {
@@ -119,11 +109,11 @@ pub fn run(args: CronArgs) -> anyhow::Result<()> {
                 } else {
                     style.red("Failed")
                 },
-                run["cron"].as_str().unwrap_or("?"),
-                run["wall_ms"].as_u64().unwrap_or(0),
-                run["status"].as_u64().unwrap_or(0),
+                run.cron,
+                run.wall_ms.unwrap_or(0),
+                run.status.unwrap_or(0),
             );
-            if let Some(error) = run["error"].as_str() {
+            if let Some(error) = &run.error {
                 println!("    {error}");
             }
             if !ok {

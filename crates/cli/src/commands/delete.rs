@@ -28,7 +28,7 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
     check_worker_name(&args.name)?;
     let remote = args.node.connect()?;
     // Named before asking, so a typo is caught without a question.
-    remote.get(&format!("/v1/workers/{}", args.name))?;
+    let _: verge_api::Worker = remote.get(&format!("/v1/workers/{}", args.name))?;
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             bail!(
@@ -45,7 +45,7 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
             bail!("not deleted: the name typed was not `{}`", args.name);
         }
     }
-    remote.delete(&format!("/v1/workers/{}", args.name))?;
+    remote.delete::<()>(&format!("/v1/workers/{}", args.name))?;
     println!(
         "{} {} from {} (its KV namespaces are kept)",
         Style::stdout().green("Deleted"),

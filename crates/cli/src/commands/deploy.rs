@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
+use verge_api::{ComponentStored, Deployed, NewVersion};
 use verge_manifest::Manifest;
 
 use crate::build::{build, human_size};
@@ -58,42 +58,37 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut reader = bar.wrap_read(&built.bytes[..]);
-    remote
+    let _: ComponentStored = remote
         .put_stream(&format!("/v1/components/{hash}"), size, &mut reader)
         .with_context(|| format!("uploading the component of `{}`", manifest.name))?;
     bar.finish_and_clear();
 
-    let answer = remote
+    let answer: Deployed = remote
         .send_json(
             "POST",
             &format!("/v1/workers/{}/versions", manifest.name),
-            &json!({
-                "component": hash,
-                "manifest": manifest_text,
-                "percentage": args.percentage,
-            }),
+            &NewVersion {
+                component: hash,
+                manifest: manifest_text,
+                percentage: args.percentage,
+            },
         )
         .with_context(|| format!("deploying `{}` to {}", manifest.name, remote.base()))?;
 
     let style = Style::stdout();
-    for namespace in answer["created_namespaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let namespace = namespace.as_str().unwrap_or("?");
+    for namespace in &answer.created_namespaces {
         let binding = manifest
             .kv_namespaces
             .iter()
-            .find(|kv| kv.namespace == namespace)
+            .find(|kv| &kv.namespace == namespace)
             .map_or(String::new(), |kv| format!(" (binding {})", kv.binding));
         println!(
             "{} KV namespace `{namespace}`{binding}",
             style.green("Created")
         );
     }
-    let version = answer["version"]["short_id"].as_str().unwrap_or("?");
-    let percent = answer["version"]["traffic_percent"].as_u64().unwrap_or(0);
+    let version = &answer.version.short_id;
+    let percent = answer.version.traffic_percent;
     let traffic = if percent == 100 {
         "all traffic".to_string()
     } else {
@@ -106,8 +101,6 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         style.bold(version),
         human_size(size),
     );
-    if let Some(url) = answer["url"].as_str() {
-        println!("  {url}");
-    }
+    println!("  {}", answer.url);
     Ok(())
 }

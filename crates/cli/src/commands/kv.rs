@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use verge_kv::{BulkWrite, Clock, KvStore, ListOptions, SystemClock};
-use verge_node::admin::kv::{BulkPair, expiration_of};
+use verge_api::BulkPair;
+use verge_kv::{BulkWrite, Clock, Expiration, KvStore, ListOptions, SystemClock};
 use verge_store_sqlite::SqliteStore;
 
 use crate::commands::kv_target::Target;
@@ -245,7 +245,7 @@ async fn keys(target: &Target, command: KeyCommand) -> anyhow::Result<()> {
                     })?),
                     (None, None) => read_stdin()?,
                 };
-            let expiration = expiration_of(ttl, expiration);
+            let expiration = Expiration::from_ttl_or_at(ttl, expiration);
             let generation = target
                 .put(&ns.namespace, &key, value, expiration, metadata)
                 .await
@@ -331,7 +331,7 @@ async fn bulk(target: &Target, command: BulkCommand) -> anyhow::Result<()> {
             let mut writes = Vec::with_capacity(pairs.len());
             for (i, pair) in pairs.into_iter().enumerate() {
                 writes.push(
-                    pair.into_write()
+                    verge_node::bulk_write(pair)
                         .map_err(|e| anyhow::anyhow!("{}: entry {i}: {e}", file.display()))?,
                 );
             }

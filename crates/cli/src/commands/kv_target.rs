@@ -7,11 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use verge_api::{
+    BulkPair, BulkWritten, EXPIRATION_HEADER, ErrorCode, GENERATION_HEADER, KeyInfo, KeyPage,
+    METADATA_HEADER, NamespaceCreated, NamespaceList, NewNamespace, ValueDeleted, ValueWritten,
+};
 use verge_kv::{BulkWrite, Clock, Entry, Expiration, KvStore, ListOptions, Namespace, PutOptions};
-use verge_node::admin::kv::{BulkPair, EXPIRATION_HEADER, GENERATION_HEADER, METADATA_HEADER};
 
-use crate::remote::Remote;
+use crate::remote::{Remote, refusal_code};
 
 pub enum Target {
     Local {
@@ -43,9 +45,12 @@ impl Target {
         match self {
             Target::Local { store, .. } => Ok(store.create_namespace(name).await?),
             Target::Remote(remote) => {
-                let answer =
-                    remote.send_json("POST", "/v1/kv/namespaces", &json!({ "name": name }))?;
-                Ok(answer["created"].as_bool().unwrap_or(false))
+                let body = NewNamespace {
+                    name: name.to_string(),
+                };
+                let answer: NamespaceCreated =
+                    remote.send_json("POST", "/v1/kv/namespaces", &body)?;
+                Ok(answer.created)
             }
         }
     }
@@ -54,13 +59,8 @@ impl Target {
         match self {
             Target::Local { store, .. } => Ok(store.namespaces().await?),
             Target::Remote(remote) => {
-                let answer = remote.get("/v1/kv/namespaces")?;
-                Ok(answer["namespaces"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|n| n.as_str().map(String::from))
-                    .collect())
+                let answer: NamespaceList = remote.get("/v1/kv/namespaces")?;
+                Ok(answer.namespaces)
             }
         }
     }
@@ -70,9 +70,9 @@ impl Target {
         match self {
             Target::Local { store, .. } => Ok(store.delete_namespace(name).await?),
             Target::Remote(remote) => {
-                match remote.delete(&format!("/v1/kv/namespaces/{}", segment(name))) {
-                    Ok(_) => Ok(true),
-                    Err(e) if e.to_string().contains("does not exist") => Ok(false),
+                match remote.delete::<()>(&format!("/v1/kv/namespaces/{}", segment(name))) {
+                    Ok(()) => Ok(true),
+                    Err(e) if refusal_code(&e) == Some(ErrorCode::NamespaceNotFound) => Ok(false),
                     Err(e) => Err(e),
                 }
             }
@@ -109,8 +109,8 @@ impl Target {
         let headers: Vec<(&str, String)> = metadata
             .map(|m| vec![(METADATA_HEADER, m)])
             .unwrap_or_default();
-        let answer = remote.put_bytes(&path, &headers, &value)?;
-        Ok(answer["generation"].as_u64().unwrap_or(0))
+        let answer: ValueWritten = remote.put_bytes(&path, &headers, &value)?;
+        Ok(answer.generation)
     }
 
     /// The live entry of `key`, if any.
@@ -141,30 +141,29 @@ impl Target {
         }))
     }
 
-    /// A page of keys as `{"keys", "cursor", "list_complete"}`.
-    pub async fn list(&self, ns: &str, options: ListOptions) -> anyhow::Result<Value> {
+    /// A page of keys, as the admin API answers it.
+    pub async fn list(&self, ns: &str, options: ListOptions) -> anyhow::Result<KeyPage> {
         let remote = match self {
             Target::Local { store, clock } => {
                 let namespace = Namespace::new(store.clone(), ns, clock.clone());
                 let page = namespace.list(&options).await?;
-                let keys: Vec<Value> = page
+                let keys = page
                     .keys
                     .iter()
-                    .map(|k| {
-                        let metadata = k
+                    .map(|k| KeyInfo {
+                        name: String::from_utf8_lossy(&k.name).into_owned(),
+                        expiration: k.expiration,
+                        metadata: k
                             .metadata
                             .as_deref()
-                            .and_then(|m| serde_json::from_str::<Value>(m).ok());
-                        json!({
-                            "name": String::from_utf8_lossy(&k.name),
-                            "expiration": k.expiration,
-                            "metadata": metadata,
-                        })
+                            .and_then(|m| serde_json::from_str(m).ok()),
                     })
                     .collect();
-                return Ok(
-                    json!({ "keys": keys, "cursor": page.cursor, "list_complete": page.list_complete }),
-                );
+                return Ok(KeyPage {
+                    keys,
+                    cursor: page.cursor,
+                    list_complete: page.list_complete,
+                });
             }
             Target::Remote(remote) => remote,
         };
@@ -194,9 +193,8 @@ impl Target {
             }
             Target::Remote(remote) => remote,
         };
-        Ok(remote.delete(&value_path(ns, key))?["deleted"]
-            .as_bool()
-            .unwrap_or(false))
+        let answer: ValueDeleted = remote.delete(&value_path(ns, key))?;
+        Ok(answer.deleted)
     }
 
     /// Applies bulk writes, all or nothing.
@@ -221,7 +219,7 @@ impl Target {
                     BulkWrite::Put { .. } => None,
                 })
                 .collect();
-            remote.send_json("POST", &format!("{base}/delete"), &json!(keys))?;
+            let _: BulkWritten = remote.send_json("POST", &format!("{base}/delete"), &keys)?;
             return Ok(());
         }
         let mut pairs = Vec::with_capacity(writes.len());
@@ -253,7 +251,7 @@ impl Target {
                 base64: true,
             });
         }
-        remote.send_json("PUT", &base, &serde_json::to_value(pairs)?)?;
+        let _: BulkWritten = remote.send_json("PUT", &base, &pairs)?;
         Ok(())
     }
 }

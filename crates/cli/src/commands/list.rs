@@ -2,6 +2,7 @@
 //! traffic and where they answer.
 
 use clap::Args;
+use verge_api::WorkerList;
 
 use crate::remote::NodeArgs;
 use crate::term::Style;
@@ -18,12 +19,12 @@ pub struct ListArgs {
 
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
     let remote = args.node.connect()?;
-    let answer = remote.get("/v1/workers")?;
+    let answer: WorkerList = remote.get("/v1/workers")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
-    let workers = answer["workers"].as_array().cloned().unwrap_or_default();
+    let workers = answer.workers;
     if workers.is_empty() {
         println!(
             "No workers on {}\n  deploy one with `verge deploy [DIR]`",
@@ -35,28 +36,23 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     let rows: Vec<[String; 4]> = workers
         .iter()
         .map(|worker| {
-            let deployment = &worker["deployment"];
-            let traffic: Vec<String> = deployment["traffic"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let traffic: Vec<String> = worker
+                .deployment
+                .traffic
+                .iter()
                 .map(|share| {
-                    let version = share["version"].as_str().unwrap_or("?");
-                    let short = &version[..version.len().min(8)];
-                    format!("{short} {}%", share["percent"].as_u64().unwrap_or(0))
+                    let short = &share.version[..share.version.len().min(8)];
+                    format!("{short} {}%", share.percent)
                 })
                 .collect();
-            let mut url = worker["url"].as_str().unwrap_or("?").to_string();
-            if let Some(routes) = worker["routes"].as_array()
-                && !routes.is_empty()
-            {
-                let routes: Vec<&str> = routes.iter().filter_map(|r| r.as_str()).collect();
-                url.push_str(&format!(" (routes: {})", routes.join(", ")));
+            let mut url = worker.url.clone();
+            if !worker.routes.is_empty() {
+                url.push_str(&format!(" (routes: {})", worker.routes.join(", ")));
             }
             [
-                worker["name"].as_str().unwrap_or("?").to_string(),
+                worker.name.clone(),
                 traffic.join(", "),
-                deployment["updated_at"].as_str().unwrap_or("?").to_string(),
+                worker.deployment.updated_at.clone(),
                 url,
             ]
         })

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde_json::json;
+use verge_api::{SecretList, SecretValue, WorkerList};
 
 use crate::commands::versions::WorkerArgs;
 use crate::remote::NodeArgs;
@@ -55,12 +55,8 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
             if !undeployed {
                 // A typo in --name would otherwise store a secret no
                 // worker reads.
-                let workers = remote.get("/v1/workers")?;
-                let known = workers["workers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|w| w["name"].as_str() == Some(name.as_str()));
+                let workers: WorkerList = remote.get("/v1/workers")?;
+                let known = workers.workers.iter().any(|w| w.name == name);
                 if !known {
                     bail!(
                         "no worker named `{name}` is deployed on {}\n  help: check the name \
@@ -71,10 +67,10 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
                 }
             }
             let value = read_value(secret)?;
-            remote.send_json(
+            remote.send_json::<()>(
                 "PUT",
                 &format!("/v1/workers/{name}/secrets/{secret}"),
-                &json!({ "value": value }),
+                &SecretValue { value },
             )?;
             println!(
                 "{} secret {secret} of {name}; its versions restarted with it",
@@ -84,14 +80,14 @@ pub fn run(args: SecretArgs) -> anyhow::Result<()> {
         SecretCommand::Delete { secret } => {
             check_secret_name(secret)?;
             let remote = args.node.connect()?;
-            remote.delete(&format!("/v1/workers/{name}/secrets/{secret}"))?;
+            remote.delete::<()>(&format!("/v1/workers/{name}/secrets/{secret}"))?;
             println!("{} secret {secret} of {name}", style.green("Deleted"));
         }
         SecretCommand::List => {
             let remote = args.node.connect()?;
-            let answer = remote.get(&format!("/v1/workers/{name}/secrets"))?;
-            for secret in answer["secrets"].as_array().into_iter().flatten() {
-                println!("{}", secret.as_str().unwrap_or("?"));
+            let answer: SecretList = remote.get(&format!("/v1/workers/{name}/secrets"))?;
+            for secret in &answer.secrets {
+                println!("{secret}");
             }
         }
     }

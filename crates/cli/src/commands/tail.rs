@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::Value;
+use verge_api::{LogStream, TailDropped, TailEvent, TailScope};
 
 use crate::commands::versions::WorkerArgs;
 use crate::remote::NodeArgs;
@@ -71,37 +71,33 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
             let raw = raw.trim();
             if event == "scope" {
                 // What this tail shows goes to stderr, as the banner.
-                let scope: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-                all_nodes = scope["nodes"] == "all";
-                match scope["nodes"].as_str() {
-                    Some("all") => eprintln!(
+                let scope: TailScope = decode(&event, raw)?;
+                all_nodes = scope == TailScope::All;
+                match scope {
+                    TailScope::All => eprintln!(
                         "Tailing {name} on {} and every node sharing its store (Ctrl-C to stop)",
                         remote.base()
                     ),
-                    Some("this") => eprintln!(
-                        "Tailing {name} on {} alone: {} (Ctrl-C to stop)",
+                    TailScope::This { why } => eprintln!(
+                        "Tailing {name} on {} alone: {why} (Ctrl-C to stop)",
                         remote.base(),
-                        scope["why"]
-                            .as_str()
-                            .unwrap_or("other nodes' requests are not shown")
                     ),
-                    _ => eprintln!("Tailing {name} on {} (Ctrl-C to stop)", remote.base()),
+                    TailScope::One => {
+                        eprintln!("Tailing {name} on {} (Ctrl-C to stop)", remote.base())
+                    }
                 }
                 continue;
             }
             let text = if !pretty {
                 // The node's JSON as it came, one object per line.
                 raw.to_string()
+            } else if event == "dropped" {
+                let TailDropped { dropped } = decode(&event, raw)?;
+                style.yellow(&format!(
+                    "… dropped {dropped} requests: this client fell behind"
+                ))
             } else {
-                let data: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-                if event == "dropped" {
-                    style.yellow(&format!(
-                        "… dropped {} requests: this client fell behind",
-                        data["dropped"]
-                    ))
-                } else {
-                    pretty_line(&data, style, all_nodes)
-                }
+                pretty_line(&decode(&event, raw)?, style, all_nodes)
             };
             writeln!(out, "{text}")?;
             out.flush()?;
@@ -110,45 +106,48 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pretty_line(e: &Value, style: Style, show_node: bool) -> String {
-    let status = e["status"].as_u64().unwrap_or(0);
-    let status_text = status.to_string();
-    let status_text = match status {
+/// The data of a server-sent event.
+fn decode<T: serde::de::DeserializeOwned>(event: &str, raw: &str) -> anyhow::Result<T> {
+    serde_json::from_str(raw).with_context(|| {
+        format!(
+            "the node sent a `{event}` event this CLI does not understand\n  help: the node may \
+             run another Verge version (`verge whoami` shows it)"
+        )
+    })
+}
+
+fn pretty_line(e: &TailEvent, style: Style, show_node: bool) -> String {
+    let status_text = e.status.to_string();
+    let status_text = match e.status {
         200..=399 => style.green(&status_text),
         400..=499 => style.yellow(&status_text),
         _ => style.red(&status_text),
     };
-    let time = e["time"].as_str().unwrap_or("");
-    let time = time.get(11..23).unwrap_or(time);
+    let time = e.time.get(11..23).unwrap_or(&e.time);
     let mut line = format!(
         "{} {} {} {status_text} cpu={:.2}ms wall={:.2}ms",
         style.dim(time),
-        e["method"].as_str().unwrap_or("?"),
-        e["path"].as_str().unwrap_or("?"),
-        e["cpu_ms"].as_f64().unwrap_or(0.0),
-        e["wall_ms"].as_f64().unwrap_or(0.0),
+        e.method,
+        e.path,
+        e.cpu_ms,
+        e.wall_ms,
     );
-    if let Some(kv) = e["kv_ops"].as_u64().filter(|n| *n > 0) {
-        line.push_str(&format!(" kv={kv}"));
+    if e.kv_ops > 0 {
+        line.push_str(&format!(" kv={}", e.kv_ops));
     }
-    if show_node && let Some(node) = e["node"].as_str() {
-        line.push_str(&style.dim(&format!(" node={node}")));
+    if show_node {
+        line.push_str(&style.dim(&format!(" node={}", e.node)));
     }
-    if let Some(message) = e["termination"]["message"].as_str() {
+    if let Some(termination) = &e.termination {
         line.push(' ');
-        line.push_str(&style.red(message));
+        line.push_str(&style.red(&termination.message));
     }
-    for log in e["logs"].as_array().into_iter().flatten() {
-        let stream = if log["stream"] == "stderr" {
-            "err"
-        } else {
-            "out"
+    for log in &e.logs {
+        let stream = match log.stream {
+            LogStream::Stderr => "err",
+            LogStream::Stdout => "out",
         };
-        line.push_str(&format!(
-            "\n  {} {}",
-            style.dim(stream),
-            log["text"].as_str().unwrap_or("")
-        ));
+        line.push_str(&format!("\n  {} {}", style.dim(stream), log.text));
     }
     line
 }

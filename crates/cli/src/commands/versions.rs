@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::{Value, json};
+use verge_api::{Rollback, RolledBack, Version, VersionList};
 use verge_manifest::Manifest;
 
 use crate::build::human_size;
@@ -64,7 +64,7 @@ pub struct VersionsArgs {
 pub fn run(args: VersionsArgs) -> anyhow::Result<()> {
     let name = args.worker.name()?;
     let remote = args.node.connect()?;
-    let answer = remote.get(&format!("/v1/workers/{name}/versions"))?;
+    let answer: VersionList = remote.get(&format!("/v1/workers/{name}/versions"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
@@ -77,20 +77,20 @@ pub fn run(args: VersionsArgs) -> anyhow::Result<()> {
             "VERSION", "CREATED", "AUTHOR", "SIZE", "TRAFFIC"
         ))
     );
-    for version in answer["versions"].as_array().into_iter().flatten() {
+    for version in &answer.versions {
         println!("{}", version_row(version));
     }
     Ok(())
 }
 
-fn version_row(v: &Value) -> String {
-    let percent = v["traffic_percent"].as_u64().unwrap_or(0);
+fn version_row(v: &Version) -> String {
+    let percent = v.traffic_percent;
     format!(
         "{:<14}{:<26}{:<14}{:>10}  {}",
-        v["short_id"].as_str().unwrap_or("?"),
-        v["created_at"].as_str().unwrap_or("?"),
-        v["author"].as_str().unwrap_or("?"),
-        human_size(v["size"].as_u64().unwrap_or(0)),
+        v.short_id,
+        v.created_at,
+        v.author,
+        human_size(v.size),
         if percent > 0 {
             format!("{percent}%")
         } else {
@@ -117,16 +117,18 @@ pub struct RollbackArgs {
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
     let name = args.worker.name()?;
     let remote = args.node.connect()?;
-    let answer = remote.send_json(
+    let answer: RolledBack = remote.send_json(
         "POST",
         &format!("/v1/workers/{name}/rollback"),
-        &json!({ "version": args.target }),
+        &Rollback {
+            version: args.target,
+        },
     )?;
     let style = Style::stdout();
     println!(
         "{} {name} to version {}: it takes all traffic",
         style.green("Rolled back"),
-        style.bold(answer["version"]["short_id"].as_str().unwrap_or("?")),
+        style.bold(&answer.version.short_id),
     );
     Ok(())
 }

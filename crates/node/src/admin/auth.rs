@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::config::AdminToken;
+use verge_api::ErrorCode;
 
 /// Who is calling: the token's name, recorded as the author of changes.
 #[derive(Clone, Debug)]
@@ -83,7 +84,7 @@ pub async fn require_token(
     if caller.read_only && !reads {
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("token `{}` is read-only", caller.name),
         )
         .help("use a token without `read_only = true` to change the node")
@@ -94,7 +95,7 @@ pub async fn require_token(
 }
 
 fn unauthorized(message: &str) -> Response {
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
         .help("send one of the node's admin tokens (the verge CLI takes --token or VERGE_TOKEN)")
         .into_response();
     response.headers_mut().insert(

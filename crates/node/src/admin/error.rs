@@ -5,20 +5,20 @@ use axum::Json;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use serde_json::json;
+use verge_api::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::node::NodeError;
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub help: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -35,11 +35,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(help) = self.help {
-            error["help"] = help.into();
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                help: self.help,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -47,19 +50,19 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> ApiError {
         match e {
             NodeError::Invalid { message, help } => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).help(help)
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message).help(help)
             }
             NodeError::NotFound(message) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
             }
             NodeError::Conflict(message) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
             }
             NodeError::Store(e) => {
                 tracing::error!("store error: {e}");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
+                    ErrorCode::StoreUnavailable,
                     e.to_string(),
                 )
                 .help("the node keeps serving deployed workers; retry when the store is back")
@@ -72,20 +75,26 @@ impl From<verge_kv::KvError> for ApiError {
     fn from(e: verge_kv::KvError) -> ApiError {
         use verge_kv::KvError as E;
         match e {
-            E::NamespaceNotFound(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
-            }
+            E::NamespaceNotFound(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NamespaceNotFound,
+                e.to_string(),
+            ),
             E::ConditionFailed => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
-                "condition_failed",
+                ErrorCode::ConditionFailed,
                 e.to_string(),
             ),
             E::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
+                ErrorCode::StoreUnavailable,
                 e.to_string(),
             ),
-            other => ApiError::new(StatusCode::BAD_REQUEST, "invalid", other.to_string()),
+            other => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Invalid,
+                other.to_string(),
+            ),
         }
     }
 }
@@ -105,7 +114,14 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = bytes::Bytes::from_request(request, state)
             .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+            .map_err(|e| {
+                let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::TooLarge
+                } else {
+                    ErrorCode::Invalid
+                };
+                ApiError::new(e.status(), code, e.body_text())
+            })?;
         let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
             bytes::Bytes::from_static(b"{}")
         } else {
@@ -114,7 +130,7 @@ where
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid",
+                ErrorCode::Invalid,
                 format!("bad JSON body: {e}"),
             )
         })

@@ -7,70 +7,17 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use verge_api::{
+    BulkPair, BulkWritten, EXPIRATION_HEADER, ErrorCode, GENERATION_HEADER, KeyInfo, KeyPage,
+    METADATA_HEADER, NamespaceCreated, NamespaceList, NewNamespace, ValueDeleted, ValueWritten,
+};
 use verge_kv::{BulkWrite, Expiration, ListOptions, Namespace, PutOptions};
 
 use super::AdminState;
 use super::error::{ApiError, ApiJson};
-
-/// Metadata of a value, as JSON text, in requests and responses.
-pub const METADATA_HEADER: &str = "verge-kv-metadata";
-/// A value's expiration (Unix seconds) in responses.
-pub const EXPIRATION_HEADER: &str = "verge-kv-expiration";
-/// A value's generation in responses.
-pub const GENERATION_HEADER: &str = "verge-kv-generation";
-
-/// One pair of a bulk put, in the format Workers KV's bulk API takes.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BulkPair {
-    pub key: String,
-    pub value: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiration: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiration_ttl: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
-    /// `value` is base64 (for binary values).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub base64: bool,
-}
-
-impl BulkPair {
-    /// The write this pair asks for; the error says what is wrong with it.
-    pub fn into_write(self) -> Result<BulkWrite, String> {
-        let value = if self.base64 {
-            base64::engine::general_purpose::STANDARD
-                .decode(&self.value)
-                .map_err(|e| format!("`{}`: value is not base64: {e}", self.key))?
-        } else {
-            self.value.into_bytes()
-        };
-        Ok(BulkWrite::Put {
-            key: self.key.into_bytes(),
-            value: Bytes::from(value),
-            options: PutOptions {
-                expiration: expiration_of(self.expiration_ttl, self.expiration),
-                metadata: self.metadata.map(|m| m.to_string()),
-                ..PutOptions::default()
-            },
-        })
-    }
-}
-
-/// A TTL wins over an absolute expiration, as in Workers KV.
-pub fn expiration_of(ttl: Option<u64>, at: Option<u64>) -> Expiration {
-    match (ttl, at) {
-        (Some(ttl), _) => Expiration::Ttl(ttl),
-        (None, Some(at)) => Expiration::At(at),
-        (None, None) => Expiration::Never,
-    }
-}
 
 fn namespace(state: &AdminState, name: &str) -> Namespace {
     let stores = state.node.stores();
@@ -79,21 +26,15 @@ fn namespace(state: &AdminState, name: &str) -> Namespace {
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e.body_text()))
 }
 
 /// `GET /v1/kv/namespaces`.
 pub async fn list_namespaces(
     State(state): State<Arc<AdminState>>,
-) -> Result<Json<Value>, ApiError> {
-    let names = state.node.stores().kv.namespaces().await?;
-    Ok(Json(json!({ "namespaces": names })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewNamespace {
-    name: String,
+) -> Result<Json<NamespaceList>, ApiError> {
+    let namespaces = state.node.stores().kv.namespaces().await?;
+    Ok(Json(NamespaceList { namespaces }))
 }
 
 /// `POST /v1/kv/namespaces` with `{"name"}`: 201 if created, 200 if it existed.
@@ -110,7 +51,10 @@ pub async fn create_namespace(
     };
     Ok((
         status,
-        Json(json!({ "name": body.name, "created": created })),
+        Json(NamespaceCreated {
+            name: body.name,
+            created,
+        }),
     ))
 }
 
@@ -124,7 +68,7 @@ pub async fn delete_namespace(
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NamespaceNotFound,
             format!("namespace `{name}` does not exist"),
         ))
     }
@@ -144,7 +88,7 @@ pub async fn list_keys(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyPage>, ApiError> {
     let q = query(q)?;
     let page = namespace(&state, &name)
         .list(&ListOptions {
@@ -153,22 +97,23 @@ pub async fn list_keys(
             cursor: q.cursor,
         })
         .await?;
-    let keys: Vec<Value> = page
+    let keys = page
         .keys
         .iter()
-        .map(|k| {
-            json!({
-                "name": String::from_utf8_lossy(&k.name),
-                "expiration": k.expiration,
-                "metadata": k.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
-            })
+        .map(|k| KeyInfo {
+            name: String::from_utf8_lossy(&k.name).into_owned(),
+            expiration: k.expiration,
+            metadata: k
+                .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok()),
         })
         .collect();
-    Ok(Json(json!({
-        "keys": keys,
-        "cursor": page.cursor,
-        "list_complete": page.list_complete,
-    })))
+    Ok(Json(KeyPage {
+        keys,
+        cursor: page.cursor,
+        list_complete: page.list_complete,
+    }))
 }
 
 /// `GET /v1/kv/namespaces/{namespace}/values/{key}`: the value as the body;
@@ -180,7 +125,7 @@ pub async fn get_value(
     let Some(entry) = namespace(&state, &name).get(key.as_bytes()).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::KeyNotFound,
             format!("no key `{key}` in namespace `{name}`"),
         ));
     };
@@ -218,7 +163,7 @@ pub async fn put_value(
     q: Result<Query<PutQuery>, QueryRejection>,
     headers: HeaderMap,
     value: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ValueWritten>, ApiError> {
     let q = query(q)?;
     let metadata = match headers.get(METADATA_HEADER) {
         None => None,
@@ -227,7 +172,7 @@ pub async fn put_value(
                 .map_err(|_| {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
-                        "invalid",
+                        ErrorCode::Invalid,
                         "metadata must be ASCII JSON",
                     )
                 })?
@@ -239,22 +184,22 @@ pub async fn put_value(
             key.as_bytes(),
             value,
             PutOptions {
-                expiration: expiration_of(q.expiration_ttl, q.expiration),
+                expiration: Expiration::from_ttl_or_at(q.expiration_ttl, q.expiration),
                 metadata,
                 ..PutOptions::default()
             },
         )
         .await?;
-    Ok(Json(json!({ "generation": generation })))
+    Ok(Json(ValueWritten { generation }))
 }
 
 /// `DELETE /v1/kv/namespaces/{namespace}/values/{key}`.
 pub async fn delete_value(
     State(state): State<Arc<AdminState>>,
     Path((name, key)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ValueDeleted>, ApiError> {
     let existed = namespace(&state, &name).delete(key.as_bytes()).await?;
-    Ok(Json(json!({ "deleted": existed })))
+    Ok(Json(ValueDeleted { deleted: existed }))
 }
 
 /// `PUT /v1/kv/namespaces/{namespace}/bulk` with up to 10,000 pairs, all
@@ -263,12 +208,12 @@ pub async fn bulk_put(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
     ApiJson(pairs): ApiJson<Vec<BulkPair>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BulkWritten>, ApiError> {
     let writes = pairs
         .into_iter()
-        .map(BulkPair::into_write)
+        .map(crate::bulk_write)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e))?;
     bulk(&state, &name, writes).await
 }
 
@@ -277,7 +222,7 @@ pub async fn bulk_delete(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
     ApiJson(keys): ApiJson<Vec<String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BulkWritten>, ApiError> {
     let writes = keys
         .into_iter()
         .map(|k| BulkWrite::Delete {
@@ -291,11 +236,13 @@ async fn bulk(
     state: &AdminState,
     name: &str,
     writes: Vec<BulkWrite>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BulkWritten>, ApiError> {
     let count = writes.len();
     let outcomes = namespace(state, name).bulk(writes).await?;
     if let Some(e) = outcomes.into_iter().find_map(Result::err) {
         return Err(ApiError::from(e));
     }
-    Ok(Json(json!({ "written": count })))
+    Ok(Json(BulkWritten {
+        written: count as u64,
+    }))
 }

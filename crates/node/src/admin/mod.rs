@@ -4,7 +4,7 @@
 
 mod auth;
 mod error;
-pub mod kv;
+mod kv;
 mod observe;
 mod secrets;
 mod workers;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use serde_json::{Value, json};
+use verge_api::{ErrorCode, Health, HealthStatus, OPENAPI, WhoAmI};
 
 pub use auth::{Caller, Tokens};
 pub use error::ApiError;
@@ -99,9 +99,6 @@ routes! {
     }
 }
 
-/// The OpenAPI document of this API.
-pub const OPENAPI: &str = include_str!("../../api/openapi.json");
-
 /// The admin API's routes.
 pub fn router(state: Arc<AdminState>) -> Router {
     let tokens = Arc::new(Tokens::new(&state.node.config.admin_tokens));
@@ -125,16 +122,20 @@ async fn openapi() -> impl axum::response::IntoResponse {
 
 /// `GET /healthz`: `ok`, or `degraded` when the store does not answer (the
 /// node still serves its deployed workers, so the status stays 200).
-async fn health(State(state): State<Arc<AdminState>>) -> Json<Value> {
+async fn health(State(state): State<Arc<AdminState>>) -> Json<Health> {
     let store = state.node.store_health().await;
-    Json(json!({
-        "status": if store.is_ok() { "ok" } else { "degraded" },
-        "store": match &store {
-            Ok(()) => "ok".to_string(),
-            Err(why) => why.clone(),
+    Json(Health {
+        status: if store.is_ok() {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
         },
-        "workers": state.node.registry.len(),
-    }))
+        store: match store {
+            Ok(()) => "ok".to_string(),
+            Err(why) => why,
+        },
+        workers: state.node.registry.len() as u64,
+    })
 }
 
 /// `GET /v1/whoami`: the caller's token and the node it reached, so a
@@ -142,25 +143,25 @@ async fn health(State(state): State<Arc<AdminState>>) -> Json<Value> {
 async fn whoami(
     State(state): State<Arc<AdminState>>,
     axum::Extension(caller): axum::Extension<Caller>,
-) -> Json<Value> {
+) -> Json<WhoAmI> {
     let store = match &state.node.config.store {
         crate::config::StoreConfig::Sqlite => "sqlite",
         crate::config::StoreConfig::Postgres { .. } => "postgres",
     };
-    Json(json!({
-        "token": caller.name,
-        "read_only": caller.read_only,
-        "node": state.node.id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "store": store,
-        "workers": state.node.registry.len(),
-    }))
+    Json(WhoAmI {
+        token: caller.name,
+        read_only: caller.read_only,
+        node: state.node.id().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        store: store.to_string(),
+        workers: state.node.registry.len() as u64,
+    })
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(
         http::StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such admin API route",
     )
     .help("GET /openapi.json lists the routes")
@@ -172,7 +173,7 @@ mod tests {
 
     #[test]
     fn the_openapi_document_lists_exactly_the_routes_served() {
-        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
         let mut documented: Vec<(String, String)> = doc["paths"]
             .as_object()
             .expect("paths")
@@ -192,35 +193,5 @@ mod tests {
             .collect();
         served.sort();
         assert_eq!(documented, served);
-    }
-
-    #[test]
-    fn the_openapi_document_is_well_formed() {
-        let doc: openapiv3::OpenAPI =
-            serde_json::from_str(OPENAPI).expect("openapi.json follows OpenAPI 3.0");
-        let text = OPENAPI;
-        // Every reference points at something the document defines.
-        let marker = "\"$ref\": \"#/";
-        for (at, _) in text.match_indices(marker) {
-            let rest = &text[at + marker.len()..];
-            let target = &rest[..rest.find('"').unwrap()];
-            let mut node: Value = serde_json::from_str(text).unwrap();
-            for part in target.split('/') {
-                node = node
-                    .get(part)
-                    .cloned()
-                    .unwrap_or_else(|| panic!("dangling {target}"));
-            }
-        }
-        // Operation ids are unique, and every operation answers something.
-        let mut ids = std::collections::HashSet::new();
-        for (_, _, operation) in doc.operations() {
-            let id = operation.operation_id.clone().expect("operationId");
-            assert!(ids.insert(id.clone()), "duplicate operationId {id}");
-            assert!(
-                !operation.responses.responses.is_empty(),
-                "{id} has no responses"
-            );
-        }
     }
 }

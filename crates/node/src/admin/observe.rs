@@ -10,6 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use http::{StatusCode, header};
 use tokio::sync::broadcast::error::RecvError;
+use verge_api::{ErrorCode, TailDropped};
 
 use super::AdminState;
 use super::error::ApiError;
@@ -51,38 +52,33 @@ pub async fn tail(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     filter
         .validate()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e))?;
     if state.node.registry.get(&worker).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no worker named `{worker}` is deployed on this node"),
         ));
     }
     let receiver = state.node.tail.subscribe(&worker);
     let watch = state.node.watch_tail(&worker);
     let scope = match &watch.scope {
-        TailScope::OnlyNode => serde_json::json!({ "nodes": "one" }),
-        TailScope::AllNodes => serde_json::json!({ "nodes": "all" }),
-        TailScope::ThisNode(why) => serde_json::json!({ "nodes": "this", "why": why }),
+        TailScope::OnlyNode => verge_api::TailScope::One,
+        TailScope::AllNodes => verge_api::TailScope::All,
+        TailScope::ThisNode(why) => verge_api::TailScope::This {
+            why: why.to_string(),
+        },
     };
-    let first = futures_util::stream::once(async move {
-        Ok(Event::default().event("scope").data(scope.to_string()))
-    });
+    let first = futures_util::stream::once(async move { Ok(sse("scope", &scope)) });
     // The watch lives as long as the stream, which ends with the client.
     let stream = futures_util::stream::unfold(
         (receiver, filter, watch),
         |(mut receiver, filter, watch)| async move {
             loop {
                 let event = match receiver.recv().await {
-                    Ok(event) if filter.matches(&event) => Event::default()
-                        .event("request")
-                        .json_data(&*event)
-                        .unwrap_or_else(|_| Event::default().comment("unencodable event")),
+                    Ok(event) if filter.matches(&event) => sse("request", &*event),
                     Ok(_) => continue,
-                    Err(RecvError::Lagged(dropped)) => Event::default()
-                        .event("dropped")
-                        .data(format!("{{\"dropped\":{dropped}}}")),
+                    Err(RecvError::Lagged(dropped)) => sse("dropped", &TailDropped { dropped }),
                     // The worker's channel closes only with the node.
                     Err(RecvError::Closed) => return None,
                 };
@@ -92,4 +88,12 @@ pub async fn tail(
     );
     let stream = futures_util::StreamExt::chain(first, stream);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A server-sent event named `name` with `data` as JSON.
+fn sse(name: &str, data: &impl serde::Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().comment("unencodable event"))
 }

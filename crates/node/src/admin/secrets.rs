@@ -5,8 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use verge_api::{SecretList, SecretValue};
 
 use super::AdminState;
 use super::error::{ApiError, ApiJson};
@@ -15,7 +14,7 @@ use super::error::{ApiError, ApiJson};
 pub async fn list(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretList>, ApiError> {
     let names = state
         .node
         .stores()
@@ -23,20 +22,14 @@ pub async fn list(
         .secret_names(&worker)
         .await
         .map_err(crate::node::NodeError::from)?;
-    Ok(Json(json!({ "secrets": names })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretBody {
-    value: String,
+    Ok(Json(SecretList { secrets: names }))
 }
 
 /// `PUT /v1/workers/{name}/secrets/{secret}` with `{"value": ...}`.
 pub async fn put(
     State(state): State<Arc<AdminState>>,
     Path((worker, name)): Path<(String, String)>,
-    ApiJson(body): ApiJson<SecretBody>,
+    ApiJson(body): ApiJson<SecretValue>,
 ) -> Result<StatusCode, ApiError> {
     state.node.put_secret(&worker, &name, &body.value).await?;
     // The name is logged, the value never.

@@ -7,8 +7,10 @@ use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use verge_api::{
+    ComponentStored, Deployed, ErrorCode, NewVersion, Rollback, RolledBack, RunSchedule, Schedule,
+    ScheduleRan, Schedules, TrafficShare, VersionList, WorkerList,
+};
 use verge_deploy::{Deployment, Version, short_id};
 
 use super::AdminState;
@@ -27,16 +29,11 @@ pub async fn put_component(
     let hash = state.node.put_component(&hash, body).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "hash": hash, "size": size })),
+        Json(ComponentStored {
+            hash,
+            size: size as u64,
+        }),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployBody {
-    component: String,
-    manifest: String,
-    percentage: Option<u8>,
 }
 
 /// `POST /v1/workers/{name}/versions`: deploy a version.
@@ -44,7 +41,7 @@ pub async fn deploy(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
     axum::Extension(caller): axum::Extension<Caller>,
-    ApiJson(body): ApiJson<DeployBody>,
+    ApiJson(body): ApiJson<NewVersion>,
 ) -> Result<impl IntoResponse, ApiError> {
     let deployed = state
         .node
@@ -64,38 +61,38 @@ pub async fn deploy(
     };
     Ok((
         status,
-        Json(json!({
-            "version": version_json(&deployed.version, Some(&deployed.deployment)),
-            "deployment": deployment_json(&deployed.deployment),
-            "url": state.worker_url(&worker),
-            "created_namespaces": deployed.created_namespaces,
-        })),
+        Json(Deployed {
+            version: version_of(&deployed.version, Some(&deployed.deployment)),
+            deployment: deployment_of(&deployed.deployment),
+            url: state.worker_url(&worker),
+            created_namespaces: deployed.created_namespaces,
+        }),
     ))
 }
 
 /// `GET /v1/workers`.
-pub async fn list(State(state): State<Arc<AdminState>>) -> Json<Value> {
-    let workers: Vec<Value> = state
+pub async fn list(State(state): State<Arc<AdminState>>) -> Json<WorkerList> {
+    let workers = state
         .node
         .registry
         .all()
         .iter()
-        .map(|(name, live)| worker_json(&state, name, live))
+        .map(|(name, live)| worker_of(&state, name, live))
         .collect();
-    Json(json!({ "workers": workers }))
+    Json(WorkerList { workers })
 }
 
 /// `GET /v1/workers/{name}`.
 pub async fn show(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<verge_api::Worker>, ApiError> {
     let live = state
         .node
         .registry
         .get(&worker)
         .ok_or_else(|| not_deployed(&worker))?;
-    Ok(Json(worker_json(&state, &worker, &live)))
+    Ok(Json(worker_of(&state, &worker, &live)))
 }
 
 /// `DELETE /v1/workers/{name}`.
@@ -112,21 +109,12 @@ pub async fn delete(
 pub async fn versions(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VersionList>, ApiError> {
     let versions = state.node.versions(&worker).await?;
     let live = state.node.registry.get(&worker);
     let deployment = live.as_ref().map(|l| &l.deployment);
-    let versions: Vec<Value> = versions
-        .iter()
-        .map(|v| version_json(v, deployment))
-        .collect();
-    Ok(Json(json!({ "versions": versions })))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackBody {
-    version: Option<String>,
+    let versions = versions.iter().map(|v| version_of(v, deployment)).collect();
+    Ok(Json(VersionList { versions }))
 }
 
 /// `POST /v1/workers/{name}/rollback`: to the version named, or the one
@@ -135,18 +123,18 @@ pub async fn rollback(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
     axum::Extension(caller): axum::Extension<Caller>,
-    ApiJson(body): ApiJson<RollbackBody>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<Rollback>,
+) -> Result<Json<RolledBack>, ApiError> {
     let wanted = body.version;
     let (deployment, version) = state
         .node
         .rollback(&worker, wanted.as_deref(), &caller.name)
         .await?;
     tracing::info!(worker, version = short_id(&version.id), "rolled back");
-    Ok(Json(json!({
-        "version": version_json(&version, Some(&deployment)),
-        "deployment": deployment_json(&deployment),
-    })))
+    Ok(Json(RolledBack {
+        version: version_of(&version, Some(&deployment)),
+        deployment: deployment_of(&deployment),
+    }))
 }
 
 /// `GET /v1/workers/{name}/schedules`: the cron schedules with their next
@@ -154,28 +142,23 @@ pub async fn rollback(
 pub async fn schedules(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Schedules>, ApiError> {
     let (crons, runs) = state.node.schedules(&worker).await?;
-    let schedules: Vec<Value> = crons
-        .into_iter()
-        .map(|(cron, next)| json!({ "cron": cron, "next": next }))
-        .collect();
-    Ok(Json(json!({ "schedules": schedules, "runs": runs })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunBody {
-    #[serde(default)]
-    cron: Option<String>,
+    Ok(Json(Schedules {
+        schedules: crons
+            .into_iter()
+            .map(|(cron, next)| Schedule { cron, next })
+            .collect(),
+        runs: runs.into_iter().map(run_of).collect(),
+    }))
 }
 
 /// `POST /v1/workers/{name}/schedules/run`: runs the scheduled handler now.
 pub async fn run_schedule(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
-    ApiJson(body): ApiJson<RunBody>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<RunSchedule>,
+) -> Result<Json<ScheduleRan>, ApiError> {
     let run = state
         .node
         .run_schedule_now(&worker, body.cron.as_deref())
@@ -186,56 +169,72 @@ pub async fn run_schedule(
         status = run.status,
         "ran a schedule by hand"
     );
-    Ok(Json(json!({ "run": run })))
+    Ok(Json(ScheduleRan { run: run_of(run) }))
 }
 
 fn not_deployed(worker: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no worker named `{worker}` is deployed on this node"),
     )
 }
 
-fn worker_json(state: &AdminState, name: &str, live: &Live) -> Value {
-    json!({
-        "name": name,
-        "url": state.worker_url(name),
-        "routes": live.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "deployment": deployment_json(&live.deployment),
-    })
+fn worker_of(state: &AdminState, name: &str, live: &Live) -> verge_api::Worker {
+    verge_api::Worker {
+        name: name.to_string(),
+        url: state.worker_url(name),
+        routes: live.routes.iter().map(ToString::to_string).collect(),
+        deployment: deployment_of(&live.deployment),
+    }
 }
 
-fn deployment_json(d: &Deployment) -> Value {
-    let traffic: Vec<Value> = d
-        .shares()
-        .into_iter()
-        .map(|(version, percent)| json!({ "version": version, "percent": percent }))
-        .collect();
-    json!({
-        "stable": d.stable,
-        "canary": d.canary.as_ref().map(|c| json!({ "version": c.version, "percent": c.percent })),
-        "traffic": traffic,
-        "updated_at": timestamp(d.updated_at),
-        "author": d.author,
-    })
+fn deployment_of(d: &Deployment) -> verge_api::Deployment {
+    verge_api::Deployment {
+        stable: d.stable.clone(),
+        canary: d.canary.as_ref().map(|c| TrafficShare {
+            version: c.version.clone(),
+            percent: c.percent,
+        }),
+        traffic: d
+            .shares()
+            .into_iter()
+            .map(|(version, percent)| TrafficShare {
+                version: version.to_string(),
+                percent,
+            })
+            .collect(),
+        updated_at: timestamp(d.updated_at),
+        author: d.author.clone(),
+    }
 }
 
 /// A version, with the share of traffic it takes under `deployment`.
-fn version_json(v: &Version, deployment: Option<&Deployment>) -> Value {
-    let percent = deployment
+fn version_of(v: &Version, deployment: Option<&Deployment>) -> verge_api::Version {
+    let traffic_percent = deployment
         .and_then(|d| d.shares().into_iter().find(|(id, _)| *id == v.id))
         .map_or(0, |(_, p)| p);
-    json!({
-        "id": v.id,
-        "short_id": short_id(&v.id),
-        "component": v.component,
-        "size": v.size,
-        "created_at": timestamp(v.created_at),
-        "author": v.author,
-        "traffic_percent": percent,
-        "manifest": v.manifest,
-    })
+    verge_api::Version {
+        id: v.id.clone(),
+        short_id: short_id(&v.id).to_string(),
+        component: v.component.clone(),
+        size: v.size,
+        created_at: timestamp(v.created_at),
+        author: v.author.clone(),
+        traffic_percent,
+        manifest: v.manifest.clone(),
+    }
+}
+
+fn run_of(run: verge_deploy::CronRun) -> verge_api::CronRun {
+    verge_api::CronRun {
+        cron: run.cron,
+        tick: run.tick,
+        node: run.node,
+        status: run.status,
+        wall_ms: run.wall_ms,
+        error: run.error,
+    }
 }
 
 /// Milliseconds since the epoch as RFC 3339.
