@@ -27,7 +27,7 @@ fn main() {
     // The guests generate KV bindings from the WIT files.
     println!(
         "cargo:rerun-if-changed={}",
-        manifest_dir.join("../wit/wit").display()
+        manifest_dir.join("../sdk/wit").display()
     );
     add_wasm_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

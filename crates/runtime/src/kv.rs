@@ -17,7 +17,8 @@ use crate::state::InstanceState;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit/wit",
+        // The one copy of the WIT, which the SDK owns and publishes.
+        path: "../sdk/wit",
         world: "verge:kv/kv-guest",
         imports: { default: async | trappable },
         with: { "verge:kv/store.bucket": super::Bucket },

@@ -111,3 +111,13 @@ pub mod __private {
     pub use wasip2::exports::http::incoming_handler::Guest;
     pub use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 }
+
+#[cfg(test)]
+mod tests {
+    /// The WIT ships with this crate; its package carries a version.
+    #[test]
+    fn the_wit_package_is_versioned() {
+        let text = include_str!("../wit/kv.wit");
+        assert!(text.starts_with("package verge:kv@0.1.0;"));
+    }
+}

@@ -7,7 +7,7 @@ use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 wit_bindgen::generate!({
-    path: "../../../wit/wit",
+    path: "../../../sdk/wit",
     world: "verge:kv/kv-guest",
 });
 
