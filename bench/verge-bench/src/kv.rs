@@ -12,7 +12,7 @@ use verge_store_sqlite::SqliteStore;
 
 /// A fresh store in `dir` with `bench` (1000 keys of 100 B) and `large`
 /// (10 keys of 1 MiB), bound as KV and LARGE.
-pub async fn prefilled_bindings(dir: &Path) -> anyhow::Result<KvBindings> {
+pub(crate) async fn prefilled_bindings(dir: &Path) -> anyhow::Result<KvBindings> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store: Arc<dyn KvStore> = Arc::new(SqliteStore::open(&dir.join("kv.db"), clock.clone())?);
     let mut bindings = HashMap::new();
@@ -41,7 +41,7 @@ fn percentiles(mut times: Vec<u64>) -> (u64, u64) {
 
 /// Gets and puts straight through rusqlite, with the store's pragmas: the
 /// ceiling for the same work done through a guest.
-pub fn native(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn native(dir: &Path) -> anyhow::Result<()> {
     let conn = rusqlite::Connection::open(dir.join("native.db"))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -96,7 +96,7 @@ pub fn native(dir: &Path) -> anyhow::Result<()> {
 
 /// Group-commit throughput of the store alone: 64 tasks each putting 200
 /// values of 100 B, next to 10 values of 1 MiB; prints puts per second.
-pub async fn store_throughput(dir: &Path) -> anyhow::Result<()> {
+pub(crate) async fn store_throughput(dir: &Path) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store: Arc<dyn KvStore> = Arc::new(SqliteStore::open(&dir.join("kv.db"), clock.clone())?);
     store.create_namespace("bench").await?;

@@ -14,7 +14,7 @@ use verge_kv::{CacheConfig, CachedStore, KvStore, Namespace, PutOptions, SystemC
 const KEYS: usize = 1000;
 const GETS: usize = 20_000;
 
-pub async fn run(dir: &std::path::Path, url: &str) -> anyhow::Result<()> {
+pub(crate) async fn run(dir: &std::path::Path, url: &str) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
     let sqlite: Arc<dyn KvStore> = Arc::new(verge_store_sqlite::SqliteStore::open(
         &dir.join("latency.db"),

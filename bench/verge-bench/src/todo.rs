@@ -15,7 +15,7 @@ use verge_store_sqlite::SqliteStore;
 
 /// A store in `dir` with the `todos` namespace bound as `TODOS`, as
 /// examples/todo-api's manifest asks.
-pub async fn bindings(dir: &Path) -> anyhow::Result<KvBindings> {
+pub(crate) async fn bindings(dir: &Path) -> anyhow::Result<KvBindings> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store: Arc<dyn KvStore> = Arc::new(SqliteStore::open(&dir.join("kv.db"), clock.clone())?);
     store.create_namespace("todos").await?;
@@ -66,7 +66,7 @@ async fn show(State(db): State<Arc<PathBuf>>, UrlPath(id): UrlPath<String>) -> R
 
 /// Serves `GET /todos/:id` natively from `todos` rows seeded in `dir`, the
 /// same JSON the example stores.
-pub async fn twin(addr: &str, dir: &Path, count: i64) -> anyhow::Result<()> {
+pub(crate) async fn twin(addr: &str, dir: &Path, count: i64) -> anyhow::Result<()> {
     let db = dir.join("twin.db");
     let conn = rusqlite::Connection::open(&db)?;
     conn.pragma_update(None, "journal_mode", "wal")?;

@@ -8,6 +8,8 @@
 //! `VERGE_BLESS=1 cargo test -p verge-api`, and review the diff of
 //! `openapi.json`.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -29,6 +31,7 @@ pub const GENERATION_HEADER: &str = "verge-kv-generation";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ErrorBody {
+    /// What went wrong.
     pub error: ErrorDetail,
 }
 
@@ -99,6 +102,7 @@ impl ErrorCode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Health {
+    /// Whether the store answers.
     pub status: HealthStatus,
     /// `ok`, or why the store does not answer.
     pub store: String,
@@ -112,7 +116,9 @@ pub struct Health {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
+    /// The store answers.
     Ok,
+    /// The store does not answer.
     Degraded,
 }
 
@@ -148,11 +154,13 @@ pub struct ComponentStored {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Worker {
+    /// The worker's name.
     pub name: String,
     /// Where it answers: `http://NAME.<domain>[:port]`.
     pub url: String,
     /// The manifest's `routes`, as patterns.
     pub routes: Vec<String>,
+    /// Which versions take its traffic.
     pub deployment: Deployment,
 }
 
@@ -160,6 +168,7 @@ pub struct Worker {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct WorkerList {
+    /// Every worker the node serves.
     pub workers: Vec<Worker>,
 }
 
@@ -183,7 +192,9 @@ pub struct Deployment {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct TrafficShare {
+    /// A version id.
     pub version: String,
+    /// Its share of requests, 0-100.
     pub percent: u8,
 }
 
@@ -213,6 +224,7 @@ pub struct Version {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct VersionList {
+    /// The versions, newest first.
     pub versions: Vec<Version>,
 }
 
@@ -237,7 +249,9 @@ pub struct NewVersion {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Deployed {
+    /// The version deployed.
     pub version: Version,
+    /// The worker's deployment after the deploy.
     pub deployment: Deployment,
     /// Where the worker answers.
     pub url: String,
@@ -260,7 +274,9 @@ pub struct Rollback {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RolledBack {
+    /// The version now taking all traffic.
     pub version: Version,
+    /// The worker's deployment after the rollback.
     pub deployment: Deployment,
 }
 
@@ -268,6 +284,7 @@ pub struct RolledBack {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Schedules {
+    /// The schedules with their next ticks.
     pub schedules: Vec<Schedule>,
     /// The latest runs, newest first.
     pub runs: Vec<CronRun>,
@@ -277,6 +294,7 @@ pub struct Schedules {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Schedule {
+    /// The schedule, as written in `[triggers] crons`.
     pub cron: String,
     /// Its next tick, Unix ms.
     pub next: Option<u64>,
@@ -314,6 +332,7 @@ pub struct RunSchedule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ScheduleRan {
+    /// The run that just finished.
     pub run: CronRun,
 }
 
@@ -321,6 +340,7 @@ pub struct ScheduleRan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct SecretList {
+    /// The secret names.
     pub secrets: Vec<String>,
 }
 
@@ -329,6 +349,7 @@ pub struct SecretList {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecretValue {
+    /// The secret's value; never sent back.
     pub value: String,
 }
 
@@ -342,6 +363,7 @@ impl std::fmt::Debug for SecretValue {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct NamespaceList {
+    /// The namespace names.
     pub namespaces: Vec<String>,
 }
 
@@ -350,6 +372,7 @@ pub struct NamespaceList {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewNamespace {
+    /// The namespace's name.
     pub name: String,
 }
 
@@ -357,7 +380,9 @@ pub struct NewNamespace {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct NamespaceCreated {
+    /// The namespace's name.
     pub name: String,
+    /// Whether this call created it (false: it existed).
     pub created: bool,
 }
 
@@ -365,9 +390,11 @@ pub struct NamespaceCreated {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct KeyPage {
+    /// The keys of this page, in order.
     pub keys: Vec<KeyInfo>,
     /// Where the next page starts, unless the list is complete.
     pub cursor: Option<String>,
+    /// Whether this page is the last.
     pub list_complete: bool,
 }
 
@@ -405,6 +432,7 @@ pub struct ValueDeleted {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkPair {
+    /// The key.
     pub key: String,
     /// The value: UTF-8 text, or base64 with `base64: true`.
     pub value: String,
@@ -456,14 +484,21 @@ pub struct TailEvent {
     pub id: String,
     /// The node that served it.
     pub node: String,
+    /// The worker that served it.
     pub worker: String,
+    /// The request method.
     pub method: String,
+    /// The request path.
     pub path: String,
+    /// The response status.
     pub status: u16,
+    /// CPU time the guest used, in ms.
     pub cpu_ms: f64,
+    /// Wall time from the request to the end of the response, in ms.
     pub wall_ms: f64,
     /// KV calls the guest made, and the time they took.
     pub kv_ops: u32,
+    /// Time spent in KV calls, in ms.
     pub kv_ms: f64,
     /// What the guest wrote to stdout and stderr.
     pub logs: Vec<TailLog>,
@@ -484,7 +519,9 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct TailLog {
+    /// Where the guest wrote it.
     pub stream: LogStream,
+    /// The line, without its newline.
     pub text: String,
 }
 
@@ -493,7 +530,9 @@ pub struct TailLog {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogStream {
+    /// Standard output.
     Stdout,
+    /// Standard error.
     Stderr,
 }
 
@@ -503,6 +542,7 @@ pub enum LogStream {
 pub struct TailTermination {
     /// `cpu`, `wall`, `memory`, `panic` ...
     pub reason: String,
+    /// What the node says happened.
     pub message: String,
 }
 
@@ -511,5 +551,6 @@ pub struct TailTermination {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct TailDropped {
+    /// Requests skipped.
     pub dropped: u64,
 }

@@ -12,13 +12,13 @@ use verge_manifest::{ComponentSource, Manifest};
 use crate::term::Style;
 
 /// A built (or prebuilt) component.
-pub struct Built {
+pub(crate) struct Built {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
 }
 
 /// Builds the component (unless it is prebuilt or `skip_build`) and reads it.
-pub fn build(manifest: &Manifest, skip_build: bool) -> anyhow::Result<Built> {
+pub(crate) fn build(manifest: &Manifest, skip_build: bool) -> anyhow::Result<Built> {
     let path = match &manifest.source {
         ComponentSource::Prebuilt(path) => path.clone(),
         ComponentSource::Build { command, output } if skip_build => match output {
@@ -297,7 +297,7 @@ fn locate_cargo_artifact(manifest: &Manifest, command: &[String]) -> anyhow::Res
     })
 }
 
-pub fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     match bytes {
         b if b >= 1024 * 1024 => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
         b if b >= 1024 => format!("{:.1} KiB", b as f64 / 1024.0),

@@ -12,7 +12,7 @@ use verge_api::{ErrorBody, ErrorCode, WhoAmI};
 
 /// The flags every command that talks to a node takes.
 #[derive(Args, Debug, Clone)]
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// The node's admin API, e.g. http://127.0.0.1:8788.
     #[arg(long, env = "VERGE_NODE", global = true)]
     node: Option<String>,
@@ -27,13 +27,13 @@ pub struct NodeArgs {
 /// which `verge login` writes.
 #[derive(Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     pub node: Option<String>,
     pub token: Option<String>,
 }
 
 /// Where the CLI config file is.
-pub fn config_path() -> Option<PathBuf> {
+pub(crate) fn config_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("VERGE_CONFIG_HOME") {
         return Some(PathBuf::from(dir).join("config.toml"));
     }
@@ -44,7 +44,7 @@ pub fn config_path() -> Option<PathBuf> {
 }
 
 /// The config file's path as shown in messages.
-pub fn config_shown() -> String {
+pub(crate) fn config_shown() -> String {
     config_path().map_or("~/.config/verge/config.toml".into(), |p| {
         p.display().to_string()
     })
@@ -52,7 +52,7 @@ pub fn config_shown() -> String {
 
 impl ConfigFile {
     /// The config file, or an empty one where there is none.
-    pub fn load() -> anyhow::Result<ConfigFile> {
+    pub(crate) fn load() -> anyhow::Result<ConfigFile> {
         let Some(path) = config_path().filter(|p| p.exists()) else {
             return Ok(ConfigFile::default());
         };
@@ -64,7 +64,7 @@ impl ConfigFile {
     }
 
     /// Writes the file, readable by its owner alone (it holds a token).
-    pub fn save(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn save(&self) -> anyhow::Result<PathBuf> {
         let path = config_path().context(
             "no place for the config file\n  help: set HOME, XDG_CONFIG_HOME or VERGE_CONFIG_HOME",
         )?;
@@ -93,7 +93,7 @@ impl ConfigFile {
 }
 
 /// A node's admin API, ready to call.
-pub struct Remote {
+pub(crate) struct Remote {
     base: String,
     token: String,
     /// Where the token came from, for the error when the node refuses it.
@@ -103,12 +103,12 @@ pub struct Remote {
 
 impl NodeArgs {
     /// `--node` or VERGE_NODE, if given.
-    pub fn node(&self) -> Option<&str> {
+    pub(crate) fn node(&self) -> Option<&str> {
         self.node.as_deref()
     }
 
     /// `--token` or VERGE_TOKEN, if given.
-    pub fn token(&self) -> Option<&str> {
+    pub(crate) fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
 
@@ -123,7 +123,7 @@ impl NodeArgs {
 
     /// The node and token from flags, then the environment, then the config
     /// file.
-    pub fn connect(&self) -> anyhow::Result<Remote> {
+    pub(crate) fn connect(&self) -> anyhow::Result<Remote> {
         let file = ConfigFile::load()?;
         let shown = config_shown();
         let Some(node) = self.node.clone().or(file.node) else {
@@ -147,7 +147,7 @@ impl NodeArgs {
 impl Remote {
     /// The admin API at `node`, called with `token` (which came from
     /// `token_source`, named when the node refuses it).
-    pub fn new(node: &str, token: String, token_source: String) -> anyhow::Result<Remote> {
+    pub(crate) fn new(node: &str, token: String, token_source: String) -> anyhow::Result<Remote> {
         let base = node.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("the node address {node:?} is not a URL\n  help: write it as http://HOST:PORT");
@@ -164,12 +164,12 @@ impl Remote {
         })
     }
 
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
     /// Checks the token with the node: who it is, or the node's refusal.
-    pub fn whoami(&self) -> anyhow::Result<WhoAmI> {
+    pub(crate) fn whoami(&self) -> anyhow::Result<WhoAmI> {
         let path = "/v1/whoami";
         let response = self
             .agent
@@ -195,7 +195,7 @@ impl Remote {
     }
 
     /// `GET path`, answered with JSON.
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let response = self
             .agent
             .get(&self.url(path))
@@ -206,7 +206,7 @@ impl Remote {
 
     /// `GET path` as a stream that stays open (the tail): no overall
     /// timeout, the node's errors as for any call.
-    pub fn stream(&self, path: &str) -> anyhow::Result<impl std::io::Read + use<>> {
+    pub(crate) fn stream(&self, path: &str) -> anyhow::Result<impl std::io::Read + use<>> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
@@ -228,7 +228,7 @@ impl Remote {
     }
 
     /// `DELETE path`; `T` is `()` where the node answers 204.
-    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub(crate) fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let response = self
             .agent
             .delete(&self.url(path))
@@ -239,7 +239,7 @@ impl Remote {
 
     /// `method path` with a JSON body; `T` is `()` where the node answers
     /// 204.
-    pub fn send_json<T: DeserializeOwned>(
+    pub(crate) fn send_json<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
@@ -256,7 +256,7 @@ impl Remote {
     }
 
     /// `PUT path` with `body` as raw bytes and extra headers.
-    pub fn put_bytes<T: DeserializeOwned>(
+    pub(crate) fn put_bytes<T: DeserializeOwned>(
         &self,
         path: &str,
         headers: &[(&str, String)],
@@ -277,7 +277,10 @@ impl Remote {
     /// `GET path` answered with raw bytes: its headers and body, or `None`
     /// when the node says the key does not exist (a missing namespace is an
     /// error).
-    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Option<(http::HeaderMap, Vec<u8>)>> {
+    pub(crate) fn get_bytes(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<Option<(http::HeaderMap, Vec<u8>)>> {
         let response = self
             .agent
             .get(&self.url(path))
@@ -303,7 +306,7 @@ impl Remote {
     }
 
     /// `PUT path` with `length` bytes read from `body`.
-    pub fn put_stream<T: DeserializeOwned>(
+    pub(crate) fn put_stream<T: DeserializeOwned>(
         &self,
         path: &str,
         length: u64,
@@ -434,7 +437,7 @@ impl Remote {
 /// A node's refusal: its error code, for callers that handle some, and the
 /// message shown (with the node's help).
 #[derive(Debug)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub code: ErrorCode,
     shown: String,
 }
@@ -448,7 +451,7 @@ impl std::fmt::Display for Refusal {
 impl std::error::Error for Refusal {}
 
 /// The node's error code, when `e` is a node's refusal.
-pub fn refusal_code(e: &anyhow::Error) -> Option<ErrorCode> {
+pub(crate) fn refusal_code(e: &anyhow::Error) -> Option<ErrorCode> {
     e.downcast_ref::<Refusal>().map(|r| r.code)
 }
 

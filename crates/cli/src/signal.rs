@@ -3,7 +3,7 @@
 
 /// Resolves on SIGINT or SIGTERM, after saying that requests in flight are
 /// being finished.
-pub async fn shutdown() {
+pub(crate) async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -27,7 +27,7 @@ pub async fn shutdown() {
 
 /// Says how the node stopped: `drained` is whether every request in flight
 /// finished within the drain timeout.
-pub fn report_stopped(drained: bool) {
+pub(crate) fn report_stopped(drained: bool) {
     eprintln!(
         "{}",
         if drained {

@@ -4,16 +4,16 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
 
-pub fn stderr_is_terminal() -> bool {
+pub(crate) fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
 
-pub fn stdout_is_terminal() -> bool {
+pub(crate) fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
 
 /// Asks `question` on the terminal and returns the line typed, trimmed.
-pub fn prompt(question: &str) -> anyhow::Result<String> {
+pub(crate) fn prompt(question: &str) -> anyhow::Result<String> {
     print!("{question}");
     std::io::stdout().flush()?;
     let mut line = String::new();
@@ -26,18 +26,18 @@ pub fn prompt(question: &str) -> anyhow::Result<String> {
 
 /// Styles text for a terminal; plain text otherwise.
 #[derive(Clone, Copy)]
-pub struct Style {
+pub(crate) struct Style {
     enabled: bool,
 }
 
 impl Style {
-    pub fn stdout() -> Style {
+    pub(crate) fn stdout() -> Style {
         Style {
             enabled: stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
     }
 
-    pub fn stderr() -> Style {
+    pub(crate) fn stderr() -> Style {
         Style {
             enabled: stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
@@ -51,29 +51,29 @@ impl Style {
         }
     }
 
-    pub fn bold(self, text: &str) -> String {
+    pub(crate) fn bold(self, text: &str) -> String {
         self.paint("1", text)
     }
 
-    pub fn dim(self, text: &str) -> String {
+    pub(crate) fn dim(self, text: &str) -> String {
         self.paint("2", text)
     }
 
-    pub fn red(self, text: &str) -> String {
+    pub(crate) fn red(self, text: &str) -> String {
         self.paint("31", text)
     }
 
-    pub fn green(self, text: &str) -> String {
+    pub(crate) fn green(self, text: &str) -> String {
         self.paint("32", text)
     }
 
-    pub fn yellow(self, text: &str) -> String {
+    pub(crate) fn yellow(self, text: &str) -> String {
         self.paint("33", text)
     }
 }
 
 /// Prints an error and every cause under it.
-pub fn print_error(error: &anyhow::Error) {
+pub(crate) fn print_error(error: &anyhow::Error) {
     let style = Style::stderr();
     eprintln!("{} {error}", style.red(&style.bold("error:")));
     for cause in error.chain().skip(1) {

@@ -68,7 +68,8 @@ struct Nginx(std::process::Child);
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
 }

@@ -204,7 +204,8 @@ fn acknowledged_writes_survive_sigkill() {
         );
     }
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(dev.pid() as i32, libc::SIGKILL) };
+    #[allow(unsafe_code)]
+    let _ = unsafe { libc::kill(dev.pid() as i32, libc::SIGKILL) };
     drop(dev);
 
     let dir = tempfile::tempdir().unwrap();

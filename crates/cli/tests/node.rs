@@ -720,7 +720,10 @@ fn verge_kv_remote_reaches_the_same_store_the_guests_use() {
     let gone = kv(&["namespace", "delete", "nope"]).output().unwrap();
     assert!(!gone.status.success());
     let gone = String::from_utf8_lossy(&gone.stderr);
-    assert!(gone.contains("`verge kv namespace list` shows those that do"), "{gone}");
+    assert!(
+        gone.contains("`verge kv namespace list` shows those that do"),
+        "{gone}"
+    );
 }
 
 #[test]

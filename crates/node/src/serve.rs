@@ -16,7 +16,7 @@ use crate::node::{Node, Stores};
 /// How long a cached KV read is served before the store is asked again,
 /// whatever the change log says: the bound on staleness should a change
 /// ever be missed (as Workers KV's default `cacheTtl`).
-pub const KV_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const KV_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The node's stores, as its config names them.
 pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {

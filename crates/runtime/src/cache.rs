@@ -40,7 +40,7 @@ pub struct CompileCache {
 }
 
 /// Keeps a loaded component shared while its holder lives.
-pub type CodeToken = Arc<()>;
+pub(crate) type CodeToken = Arc<()>;
 
 /// The hex SHA-256 of a component's bytes: its content address.
 pub fn component_hash(bytes: &[u8]) -> String {
@@ -97,6 +97,7 @@ impl CompileCache {
         Ok((component, source, token))
     }
 
+    #[allow(unsafe_code)] // Component::deserialize, see SAFETY below
     fn load_from_disk_or_compile(
         &self,
         engine: &Engine,

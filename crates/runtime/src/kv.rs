@@ -28,6 +28,7 @@ pub(crate) mod bindings {
 use bindings::verge::kv::store::{self as wit, Error};
 
 /// An open namespace, as a guest holds it.
+#[allow(unreachable_pub)] // named by the bindings bindgen! generates
 pub struct Bucket {
     namespace: Namespace,
 }

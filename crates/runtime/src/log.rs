@@ -206,7 +206,7 @@ pub fn ms(d: Duration) -> String {
 
 /// Milliseconds with three decimals (`0.412`), without float formatting:
 /// this runs on every request, for `Server-Timing`.
-pub fn millis(d: Duration) -> String {
+pub(crate) fn millis(d: Duration) -> String {
     let micros = d.as_micros();
     format!("{}.{:03}", micros / 1000, micros % 1000)
 }

@@ -221,6 +221,7 @@ const TRIMS_AFTER_A_FALL: u32 = 5;
 /// say) that is hundreds of MiB the node holds for nothing. A thread checks
 /// every second whether the charges have fallen by [`TRIM_AFTER`] from
 /// their peak, and if so calls `malloc_trim`; it stops with the budget.
+#[allow(unsafe_code)] // malloc_trim, see SAFETY below
 pub(crate) fn start_trimmer(budget: &Arc<MemoryBudget>) -> std::io::Result<()> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

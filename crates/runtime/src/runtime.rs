@@ -414,6 +414,7 @@ fn lower_priority() {
     {
         // SAFETY: setpriority has no memory effects; `who` 0 is the calling
         // thread on Linux.
+        #[allow(unsafe_code)]
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
         if rc != 0 {
             tracing::warn!(

@@ -20,7 +20,7 @@ use crate::worker::Worker;
 const MAX_RESOURCES: usize = 10_000;
 
 /// Store data of one instance.
-pub struct InstanceState {
+pub(crate) struct InstanceState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     pub(crate) table: ResourceTable,

@@ -1,6 +1,8 @@
 //! The entry-point attribute of `verge-sdk`; use it as
 //! `#[verge_sdk::handler]`, not from this crate.
 
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 use quote::quote;
 use syn::{ItemFn, parse_macro_input};

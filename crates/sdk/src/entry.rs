@@ -16,6 +16,7 @@ use crate::{Env, Error, Request, Response, context};
 /// What a handler may return: a response, or a result whose error becomes
 /// one.
 pub trait IntoResponse {
+    /// Converts the value into the response the node sends.
     fn into_response(self) -> Response;
 }
 
@@ -40,6 +41,7 @@ const HOP_BY_HOP: [HeaderName; 4] = [
     header::HOST,
 ];
 
+/// Runs `handler` for one `wasi:http` request and writes its response; the code `#[verge_sdk::handler]` generates calls it.
 pub fn serve<F, Fut>(request: IncomingRequest, out: ResponseOutparam, handler: F)
 where
     F: FnOnce(Request, Env) -> Fut,

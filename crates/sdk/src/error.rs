@@ -75,14 +75,17 @@ impl Error {
         error
     }
 
+    /// The HTTP status the error answers with.
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
+    /// The machine-readable code, e.g. `not_found`.
     pub fn code(&self) -> &'static str {
         self.code
     }
 
+    /// The message shown to the client.
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -15,7 +15,10 @@ use crate::{Error, Response};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchError {
     /// The host is not under `[outbound] allow` in `verge.toml`.
-    Denied { host: String },
+    Denied {
+        /// The host the guest asked for.
+        host: String,
+    },
     /// The request's subrequest budget is spent.
     LimitReached(String),
     /// The request could not be built (bad URI, forbidden header ...).

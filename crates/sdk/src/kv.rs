@@ -191,6 +191,7 @@ impl Kv {
 /// A stored value with what KV keeps beside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// The value's bytes.
     pub value: Vec<u8>,
     /// The metadata, as JSON text.
     pub metadata: Option<String>,
@@ -345,6 +346,7 @@ impl<'a> Put<'a> {
 pub struct Key {
     /// The key (bytes that are not UTF-8 are replaced).
     pub name: String,
+    /// When it expires, Unix seconds.
     pub expiration: Option<u64>,
     /// The metadata, as JSON text.
     pub metadata: Option<String>,
@@ -353,6 +355,7 @@ pub struct Key {
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListPage {
+    /// The keys of this page, in order.
     pub keys: Vec<Key>,
     /// Give to [`List::cursor`] for the next page; `None` when complete.
     pub cursor: Option<String>,

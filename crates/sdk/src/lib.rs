@@ -58,6 +58,8 @@
 //! assert_eq!(response.body(), r#"{"id":"7"}"#);
 //! ```
 
+#![warn(missing_docs)]
+
 mod context;
 mod entry;
 mod env;

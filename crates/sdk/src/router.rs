@@ -111,6 +111,7 @@ fn matches(pattern: &[Segment], path: &str) -> Option<Params> {
 }
 
 impl<S: Clone + 'static> Router<S> {
+    /// An empty router.
     pub fn new() -> Router<S> {
         Router { routes: Vec::new() }
     }
@@ -131,6 +132,7 @@ impl<S: Clone + 'static> Router<S> {
         self
     }
 
+    /// Routes `GET` requests matching `pattern` (e.g. `/todos/:id`) to `handler`.
     pub fn get<F, Fut>(self, pattern: &str, handler: F) -> Self
     where
         F: Fn(Request, Params, S) -> Fut + 'static,
@@ -139,6 +141,7 @@ impl<S: Clone + 'static> Router<S> {
         self.on(Method::GET, pattern, handler)
     }
 
+    /// Routes `POST` requests matching `pattern` (e.g. `/todos/:id`) to `handler`.
     pub fn post<F, Fut>(self, pattern: &str, handler: F) -> Self
     where
         F: Fn(Request, Params, S) -> Fut + 'static,
@@ -147,6 +150,7 @@ impl<S: Clone + 'static> Router<S> {
         self.on(Method::POST, pattern, handler)
     }
 
+    /// Routes `PUT` requests matching `pattern` (e.g. `/todos/:id`) to `handler`.
     pub fn put<F, Fut>(self, pattern: &str, handler: F) -> Self
     where
         F: Fn(Request, Params, S) -> Fut + 'static,
@@ -155,6 +159,7 @@ impl<S: Clone + 'static> Router<S> {
         self.on(Method::PUT, pattern, handler)
     }
 
+    /// Routes `PATCH` requests matching `pattern` (e.g. `/todos/:id`) to `handler`.
     pub fn patch<F, Fut>(self, pattern: &str, handler: F) -> Self
     where
         F: Fn(Request, Params, S) -> Fut + 'static,
@@ -163,6 +168,7 @@ impl<S: Clone + 'static> Router<S> {
         self.on(Method::PATCH, pattern, handler)
     }
 
+    /// Routes `DELETE` requests matching `pattern` (e.g. `/todos/:id`) to `handler`.
     pub fn delete<F, Fut>(self, pattern: &str, handler: F) -> Self
     where
         F: Fn(Request, Params, S) -> Fut + 'static,

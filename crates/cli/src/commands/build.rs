@@ -13,7 +13,7 @@ use crate::build::{build, human_size};
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// The worker's directory (where verge.toml is).
     #[arg(default_value = ".")]
     dir: PathBuf,
@@ -23,7 +23,7 @@ pub struct BuildArgs {
     no_check: bool,
 }
 
-pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.dir)?;
     let built = build(&manifest, false)?;
     let size = built.bytes.len() as u64;

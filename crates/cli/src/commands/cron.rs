@@ -9,7 +9,7 @@ use crate::remote::NodeArgs;
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct CronArgs {
+pub(crate) struct CronArgs {
     #[command(subcommand)]
     command: CronCommand,
 
@@ -59,7 +59,7 @@ fn run_row(run: &CronRun) -> String {
     row
 }
 
-pub fn run(args: CronArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: CronArgs) -> anyhow::Result<()> {
     let name = args.worker.name()?;
     let remote = args.node.connect()?;
     let style = Style::stdout();

@@ -12,7 +12,7 @@ use crate::remote::NodeArgs;
 use crate::term::{Style, prompt};
 
 #[derive(Args, Debug)]
-pub struct DeleteArgs {
+pub(crate) struct DeleteArgs {
     /// The worker to delete.
     name: String,
 
@@ -24,7 +24,7 @@ pub struct DeleteArgs {
     node: NodeArgs,
 }
 
-pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: DeleteArgs) -> anyhow::Result<()> {
     check_worker_name(&args.name)?;
     let remote = args.node.connect()?;
     // Named before asking, so a typo is caught without a question.

@@ -14,7 +14,7 @@ use crate::remote::NodeArgs;
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct DeployArgs {
+pub(crate) struct DeployArgs {
     /// The worker's directory (where verge.toml is).
     #[arg(default_value = ".")]
     dir: PathBuf,
@@ -32,7 +32,7 @@ pub struct DeployArgs {
     node: NodeArgs,
 }
 
-pub fn run(args: DeployArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: DeployArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.dir)?;
     let remote = args.node.connect()?;
     // The token first: a refused one is said before a build and an upload.

@@ -21,7 +21,7 @@ use crate::signal;
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct DevArgs {
+pub(crate) struct DevArgs {
     /// The worker's directory (where verge.toml is).
     #[arg(default_value = ".")]
     dir: PathBuf,
@@ -83,7 +83,7 @@ pub struct DevArgs {
     store_schema: String,
 }
 
-pub fn run(args: DevArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.dir)?;
     let built = build(&manifest, args.no_build)?;
     let data_dir = args

@@ -12,7 +12,7 @@ use crate::commands::new::{Template, check_name, create};
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// The directory to make a worker [default: the current one].
     #[arg(default_value = ".")]
     dir: PathBuf,
@@ -31,7 +31,7 @@ pub struct InitArgs {
     sdk_path: Option<PathBuf>,
 }
 
-pub fn run(args: InitArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: InitArgs) -> anyhow::Result<()> {
     let manifest = args.dir.join(verge_manifest::FILE_NAME);
     if manifest.exists() {
         bail!(

@@ -17,7 +17,7 @@ use crate::commands::kv_target::Target;
 use crate::remote::NodeArgs;
 
 #[derive(Args, Debug)]
-pub struct KvArgs {
+pub(crate) struct KvArgs {
     /// The project whose local store to use.
     #[arg(long, global = true, default_value = ".")]
     dir: PathBuf,
@@ -148,7 +148,7 @@ enum BulkCommand {
     },
 }
 
-pub fn run(args: KvArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: KvArgs) -> anyhow::Result<()> {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -15,7 +15,7 @@ use verge_kv::{BulkWrite, Clock, Entry, Expiration, KvStore, ListOptions, Namesp
 
 use crate::remote::{Remote, refusal_code};
 
-pub enum Target {
+pub(crate) enum Target {
     Local {
         store: Arc<dyn KvStore>,
         clock: Arc<dyn Clock>,
@@ -41,7 +41,7 @@ fn value_path(ns: &str, key: &str) -> String {
 
 impl Target {
     /// Creates a namespace; `false` if it existed.
-    pub async fn create_namespace(&self, name: &str) -> anyhow::Result<bool> {
+    pub(crate) async fn create_namespace(&self, name: &str) -> anyhow::Result<bool> {
         match self {
             Target::Local { store, .. } => Ok(store.create_namespace(name).await?),
             Target::Remote(remote) => {
@@ -55,7 +55,7 @@ impl Target {
         }
     }
 
-    pub async fn namespaces(&self) -> anyhow::Result<Vec<String>> {
+    pub(crate) async fn namespaces(&self) -> anyhow::Result<Vec<String>> {
         match self {
             Target::Local { store, .. } => Ok(store.namespaces().await?),
             Target::Remote(remote) => {
@@ -66,7 +66,7 @@ impl Target {
     }
 
     /// Deletes a namespace; `false` if it did not exist.
-    pub async fn delete_namespace(&self, name: &str) -> anyhow::Result<bool> {
+    pub(crate) async fn delete_namespace(&self, name: &str) -> anyhow::Result<bool> {
         match self {
             Target::Local { store, .. } => Ok(store.delete_namespace(name).await?),
             Target::Remote(remote) => {
@@ -80,7 +80,7 @@ impl Target {
     }
 
     /// Stores a value; returns its generation.
-    pub async fn put(
+    pub(crate) async fn put(
         &self,
         ns: &str,
         key: &str,
@@ -114,7 +114,7 @@ impl Target {
     }
 
     /// The live entry of `key`, if any.
-    pub async fn get(&self, ns: &str, key: &str) -> anyhow::Result<Option<Entry>> {
+    pub(crate) async fn get(&self, ns: &str, key: &str) -> anyhow::Result<Option<Entry>> {
         let remote = match self {
             Target::Local { store, clock } => {
                 let namespace = Namespace::new(store.clone(), ns, clock.clone());
@@ -142,7 +142,7 @@ impl Target {
     }
 
     /// A page of keys, as the admin API answers it.
-    pub async fn list(&self, ns: &str, options: ListOptions) -> anyhow::Result<KeyPage> {
+    pub(crate) async fn list(&self, ns: &str, options: ListOptions) -> anyhow::Result<KeyPage> {
         let remote = match self {
             Target::Local { store, clock } => {
                 let namespace = Namespace::new(store.clone(), ns, clock.clone());
@@ -185,7 +185,7 @@ impl Target {
     }
 
     /// Deletes a key; whether a live entry was there.
-    pub async fn delete(&self, ns: &str, key: &str) -> anyhow::Result<bool> {
+    pub(crate) async fn delete(&self, ns: &str, key: &str) -> anyhow::Result<bool> {
         let remote = match self {
             Target::Local { store, clock } => {
                 let namespace = Namespace::new(store.clone(), ns, clock.clone());
@@ -198,7 +198,7 @@ impl Target {
     }
 
     /// Applies bulk writes, all or nothing.
-    pub async fn bulk(&self, ns: &str, writes: Vec<BulkWrite>) -> anyhow::Result<()> {
+    pub(crate) async fn bulk(&self, ns: &str, writes: Vec<BulkWrite>) -> anyhow::Result<()> {
         let remote = match self {
             Target::Local { store, clock } => {
                 let namespace = Namespace::new(store.clone(), ns, clock.clone());

@@ -8,7 +8,7 @@ use crate::remote::NodeArgs;
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Print the node's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -17,7 +17,7 @@ pub struct ListArgs {
     node: NodeArgs,
 }
 
-pub fn run(args: ListArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ListArgs) -> anyhow::Result<()> {
     let remote = args.node.connect()?;
     let answer: WorkerList = remote.get("/v1/workers")?;
     if args.json {

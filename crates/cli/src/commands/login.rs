@@ -13,12 +13,12 @@ use crate::term::{Style, prompt};
 const DEFAULT_NODE: &str = "http://127.0.0.1:8788";
 
 #[derive(Args, Debug)]
-pub struct LoginArgs {
+pub(crate) struct LoginArgs {
     #[command(flatten)]
     node: NodeArgs,
 }
 
-pub fn run(args: LoginArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: LoginArgs) -> anyhow::Result<()> {
     let saved = ConfigFile::load()?;
     let interactive = std::io::stdin().is_terminal();
     let node = match (args.node.node(), &saved.node) {

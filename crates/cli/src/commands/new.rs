@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct NewArgs {
+pub(crate) struct NewArgs {
     /// The worker's name (lowercase letters, digits, `-`); also its directory.
     name: String,
 
@@ -98,7 +98,7 @@ fn sdk_dependency(sdk_path: Option<&Path>) -> String {
     }
 }
 
-pub fn run(args: NewArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: NewArgs) -> anyhow::Result<()> {
     check_name(&args.name)?;
     let dir = args
         .dir

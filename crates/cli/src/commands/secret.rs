@@ -13,7 +13,7 @@ use crate::remote::NodeArgs;
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct SecretArgs {
+pub(crate) struct SecretArgs {
     #[command(subcommand)]
     command: SecretCommand,
 
@@ -45,7 +45,7 @@ enum SecretCommand {
     List,
 }
 
-pub fn run(args: SecretArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: SecretArgs) -> anyhow::Result<()> {
     let name = args.worker.name()?;
     let style = Style::stdout();
     match &args.command {

@@ -13,7 +13,7 @@ use crate::signal;
 use crate::term::Style;
 
 #[derive(Args, Debug)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// A TOML node config; flags and environment variables override it.
     #[arg(long, env = "VERGE_CONFIG")]
     config: Option<PathBuf>,
@@ -104,7 +104,7 @@ pub struct ServeArgs {
 /// The highest limits a manifest may ask for: the node's `[ceilings]`, as
 /// `verge serve` and `verge dev` take them.
 #[derive(Args, Debug)]
-pub struct CeilingArgs {
+pub(crate) struct CeilingArgs {
     /// Highest CPU limit (ms) a manifest may ask for [default: 50].
     #[arg(long, env = "VERGE_MAX_CPU_MS")]
     max_cpu_ms: Option<u64>,
@@ -128,7 +128,7 @@ pub struct CeilingArgs {
 
 impl CeilingArgs {
     /// The flags as the `[ceilings]` of a config layer.
-    pub fn layer(&self) -> CeilingsLayer {
+    pub(crate) fn layer(&self) -> CeilingsLayer {
         CeilingsLayer {
             cpu_ms: self.max_cpu_ms,
             wall_ms: self.max_wall_ms,
@@ -188,7 +188,7 @@ impl ServeArgs {
     }
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => ConfigLayer::from_file(path)?,
         None => ConfigLayer::default(),

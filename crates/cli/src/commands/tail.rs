@@ -13,7 +13,7 @@ use crate::remote::NodeArgs;
 use crate::term::{Style, stdout_is_terminal};
 
 #[derive(Args, Debug)]
-pub struct TailArgs {
+pub(crate) struct TailArgs {
     /// Only these status classes, e.g. 5xx or 4xx,5xx.
     #[arg(long)]
     status: Option<String>,
@@ -41,7 +41,7 @@ pub struct TailArgs {
     node: NodeArgs,
 }
 
-pub fn run(args: TailArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: TailArgs) -> anyhow::Result<()> {
     let name = args.worker.name()?;
     let remote = args.node.connect()?;
     let mut query = Vec::new();

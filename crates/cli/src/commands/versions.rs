@@ -13,7 +13,7 @@ use crate::term::Style;
 
 /// Which worker: `--name`, or the one whose verge.toml is in `--dir`.
 #[derive(Args, Debug)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     /// The worker's name [default: the name in DIR/verge.toml].
     #[arg(long, global = true)]
     name: Option<String>,
@@ -24,7 +24,7 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    pub fn name(&self) -> anyhow::Result<String> {
+    pub(crate) fn name(&self) -> anyhow::Result<String> {
         match &self.name {
             Some(name) => {
                 check_worker_name(name)?;
@@ -38,7 +38,7 @@ impl WorkerArgs {
 }
 
 /// Refuses a worker name a node could not hold, before it goes into a URL.
-pub fn check_worker_name(name: &str) -> anyhow::Result<()> {
+pub(crate) fn check_worker_name(name: &str) -> anyhow::Result<()> {
     if let Err(problem) = verge_manifest::check_worker_name(name) {
         anyhow::bail!(
             "invalid worker name {name:?}: {problem}\n  help: `verge list` shows the workers on \
@@ -49,7 +49,7 @@ pub fn check_worker_name(name: &str) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
-pub struct VersionsArgs {
+pub(crate) struct VersionsArgs {
     #[command(flatten)]
     worker: WorkerArgs,
 
@@ -61,7 +61,7 @@ pub struct VersionsArgs {
     node: NodeArgs,
 }
 
-pub fn run(args: VersionsArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: VersionsArgs) -> anyhow::Result<()> {
     let name = args.worker.name()?;
     let remote = args.node.connect()?;
     let answer: VersionList = remote.get(&format!("/v1/workers/{name}/versions"))?;
@@ -100,7 +100,7 @@ fn version_row(v: &Version) -> String {
 }
 
 #[derive(Args, Debug)]
-pub struct RollbackArgs {
+pub(crate) struct RollbackArgs {
     /// The version to put back (an id or a prefix of 4+ characters)
     /// [default: during a rollout, the stable version; else the one
     /// deployed before the current].
@@ -114,7 +114,7 @@ pub struct RollbackArgs {
     node: NodeArgs,
 }
 
-pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
     let name = args.worker.name()?;
     let remote = args.node.connect()?;
     let answer: RolledBack = remote.send_json(

@@ -38,7 +38,7 @@ fn relevant(root: &Path, path: &Path) -> bool {
 /// Watches `root` on a thread of its own and calls `reload` with the first
 /// changed path after each burst of relevant changes. Returns the watcher,
 /// which stops watching when dropped.
-pub fn spawn(
+pub(crate) fn spawn(
     root: PathBuf,
     mut reload: impl FnMut(&Path) + Send + 'static,
 ) -> notify::Result<notify::RecommendedWatcher> {

@@ -5,12 +5,12 @@ use clap::Args;
 use crate::remote::NodeArgs;
 
 #[derive(Args, Debug)]
-pub struct WhoamiArgs {
+pub(crate) struct WhoamiArgs {
     #[command(flatten)]
     node: NodeArgs,
 }
 
-pub fn run(args: WhoamiArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: WhoamiArgs) -> anyhow::Result<()> {
     let remote = args.node.connect()?;
     let me = remote.whoami()?;
     println!(

@@ -8,13 +8,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub mod node;
+pub(crate) mod node;
 
 #[allow(unused_imports)]
-pub use verge_test_programs::{FIXTURES, KV_FIXTURE, WSTD_HELLO};
+pub(crate) use verge_test_programs::{FIXTURES, KV_FIXTURE, WSTD_HELLO};
 
 /// A `verge dev` process serving one worker from a temporary directory.
-pub struct Dev {
+pub(crate) struct Dev {
     pub child: Child,
     pub url: String,
     pub dir: tempfile::TempDir,
@@ -23,19 +23,19 @@ pub struct Dev {
 }
 
 /// The repository's `examples/`.
-pub fn examples_dir() -> PathBuf {
+pub(crate) fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
 /// Where example and template workers build: shared, so that their common
 /// dependencies compile once.
-pub fn examples_target() -> PathBuf {
+pub(crate) fn examples_target() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples")
 }
 
 /// Builds every example once per test process, so that each `verge dev`
 /// finds its build done instead of racing the others for cargo's lock.
-pub fn build_examples() {
+pub(crate) fn build_examples() {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -57,7 +57,7 @@ pub fn build_examples() {
 }
 
 /// The built component of example `name`.
-pub fn example_component(name: &str) -> PathBuf {
+pub(crate) fn example_component(name: &str) -> PathBuf {
     build_examples();
     examples_target()
         .join("wasm32-wasip2/release")
@@ -65,24 +65,24 @@ pub fn example_component(name: &str) -> PathBuf {
 }
 
 /// Writes a manifest for `component` with `extra` TOML appended.
-pub fn project(component: &str, extra: &str) -> tempfile::TempDir {
+pub(crate) fn project(component: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_manifest(dir.path(), component, extra);
     dir
 }
 
-pub fn write_manifest(dir: &Path, component: &str, extra: &str) {
+pub(crate) fn write_manifest(dir: &Path, component: &str, extra: &str) {
     let manifest = format!("name = \"fixtures\"\ncomponent = {component:?}\n{extra}");
     std::fs::write(dir.join("verge.toml"), manifest).unwrap();
 }
 
-pub fn verge() -> Command {
+pub(crate) fn verge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_verge"))
 }
 
 /// Runs `verge dev` on the project in `dir`, expects it to fail at start, and
 /// returns what it printed on stderr.
-pub fn dev_error(dir: &Path) -> String {
+pub(crate) fn dev_error(dir: &Path) -> String {
     let output = verge()
         .arg("dev")
         .arg(dir)
@@ -95,19 +95,19 @@ pub fn dev_error(dir: &Path) -> String {
 
 impl Dev {
     /// Serves the fixtures component with `extra` manifest TOML.
-    pub fn fixtures(extra: &str, args: &[&str]) -> Dev {
+    pub(crate) fn fixtures(extra: &str, args: &[&str]) -> Dev {
         Dev::start(project(FIXTURES, extra), args)
     }
 
     /// Starts `verge dev` on the project in `dir` and waits until it serves.
-    pub fn start(dir: tempfile::TempDir, args: &[&str]) -> Dev {
+    pub(crate) fn start(dir: tempfile::TempDir, args: &[&str]) -> Dev {
         let worker = dir.path().to_path_buf();
         Dev::spawn(&worker, dir, args)
     }
 
     /// Serves `examples/NAME` (built once per test process into the shared
     /// examples target directory) with its local state in a temporary dir.
-    pub fn example(name: &str, args: &[&str]) -> Dev {
+    pub(crate) fn example(name: &str, args: &[&str]) -> Dev {
         build_examples();
         let data = tempfile::tempdir().unwrap();
         let data_dir = data.path().to_str().unwrap().to_string();
@@ -118,7 +118,7 @@ impl Dev {
 
     /// Starts `verge dev` on the worker in `worker`, keeping `dir` alive as
     /// long as the process.
-    pub fn spawn(worker: &Path, dir: tempfile::TempDir, args: &[&str]) -> Dev {
+    pub(crate) fn spawn(worker: &Path, dir: tempfile::TempDir, args: &[&str]) -> Dev {
         let mut child = verge()
             .arg("dev")
             .arg(worker)
@@ -164,16 +164,16 @@ impl Dev {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
 
-    pub fn get(&self, path: &str) -> Reply {
+    pub(crate) fn get(&self, path: &str) -> Reply {
         Reply::from(agent().get(&self.url(path)).call())
     }
 
     /// Any method, with headers and an optional body.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         method: &str,
         path: &str,
@@ -191,12 +191,12 @@ impl Dev {
     }
 
     /// POSTs `body` with a Content-Length.
-    pub fn post(&self, path: &str, body: &[u8]) -> Reply {
+    pub(crate) fn post(&self, path: &str, body: &[u8]) -> Reply {
         Reply::from(agent().post(&self.url(path)).send(body))
     }
 
     /// POSTs `body` chunked, without declaring its length.
-    pub fn post_streamed(&self, path: &str, body: &[u8]) -> Reply {
+    pub(crate) fn post_streamed(&self, path: &str, body: &[u8]) -> Reply {
         let mut reader = body;
         Reply::from(
             agent()
@@ -206,17 +206,17 @@ impl Dev {
     }
 
     /// Lines `verge dev` printed on stdout (the request log) so far.
-    pub fn stdout(&self) -> Vec<String> {
+    pub(crate) fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
-    pub fn stderr(&self) -> Vec<String> {
+    pub(crate) fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
 
     /// Waits for a request-log line containing `needle`, and returns it with
     /// the indented guest lines under it.
-    pub fn log_entry(&self, needle: &str) -> Vec<String> {
+    pub(crate) fn log_entry(&self, needle: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let lines = self.stdout();
@@ -243,24 +243,24 @@ impl Dev {
 
     /// Waits for any stdout line containing `needle` (a guest's line under
     /// its request, say) and returns it.
-    pub fn wait_line(&self, needle: &str) -> String {
+    pub(crate) fn wait_line(&self, needle: &str) -> String {
         wait_for(&self.stdout, needle, Duration::from_secs(10))
     }
 
     /// Waits for a stderr line containing `needle` (build and reload
     /// messages go there) and returns it.
-    pub fn wait_line_err(&self, needle: &str) -> String {
+    pub(crate) fn wait_line_err(&self, needle: &str) -> String {
         wait_for(&self.stderr, needle, Duration::from_secs(180))
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The local node's admin API and its token, as `verge dev` announces
     /// them (`Admin API at URL; e.g. ... VERGE_TOKEN=$(cat PATH) ...`).
     #[allow(dead_code)]
-    pub fn admin(&self) -> (String, String) {
+    pub(crate) fn admin(&self) -> (String, String) {
         let line = self.wait_line_err("Admin API at ");
         let url = line
             .split("Admin API at ")
@@ -280,7 +280,7 @@ impl Dev {
     /// Instances of the local node serving a request now (the
     /// `verge_instances_busy` gauge of its admin API).
     #[allow(dead_code)]
-    pub fn instances_busy(&self) -> u64 {
+    pub(crate) fn instances_busy(&self) -> u64 {
         let (url, token) = self.admin();
         let metrics = agent()
             .get(&format!("{url}/metrics"))
@@ -298,12 +298,13 @@ impl Dev {
     }
 
     /// Sends SIGTERM.
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
     }
 
-    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -319,7 +320,7 @@ impl Dev {
 
     /// CPU time the whole process has used, from the scheduler's per-thread
     /// nanosecond counters.
-    pub fn process_cpu(&self) -> Duration {
+    pub(crate) fn process_cpu(&self) -> Duration {
         let mut total = 0u64;
         let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
         for task in std::fs::read_dir(tasks).unwrap().flatten() {
@@ -359,7 +360,7 @@ fn wait_for(lines: &Mutex<Vec<String>>, needle: &str, timeout: Duration) -> Stri
 }
 
 /// Runs `command`, expects success, and returns its stdout.
-pub fn succeed(command: &mut Command) -> String {
+pub(crate) fn succeed(command: &mut Command) -> String {
     let output = command.output().expect("cannot run the command");
     assert!(
         output.status.success(),
@@ -369,7 +370,7 @@ pub fn succeed(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+pub(crate) fn lines_of(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {
@@ -382,7 +383,7 @@ pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<St
 }
 
 /// Runs `command` with `stdin` piped in; returns its output.
-pub fn run_with_stdin(command: &mut Command, stdin: &str) -> std::process::Output {
+pub(crate) fn run_with_stdin(command: &mut Command, stdin: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = command
         .stdin(Stdio::piped())
@@ -397,7 +398,7 @@ pub fn run_with_stdin(command: &mut Command, stdin: &str) -> std::process::Outpu
 }
 
 /// An HTTP client that returns every status as a response.
-pub fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -407,14 +408,14 @@ pub fn agent() -> ureq::Agent {
 
 /// A response read whole, or the transport error.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Result<Vec<u8>, String>,
 }
 
 impl Reply {
-    pub fn from(result: Result<http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    pub(crate) fn from(result: Result<http::Response<ureq::Body>, ureq::Error>) -> Reply {
         let mut response = result.expect("request failed");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -431,15 +432,15 @@ impl Reply {
         }
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(self.body.as_ref().expect("body failed")).into_owned()
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    pub fn request_id(&self) -> String {
+    pub(crate) fn request_id(&self) -> String {
         self.header("x-request-id")
             .expect("x-request-id header")
             .to_string()

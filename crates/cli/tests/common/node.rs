@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use super::{Reply, agent, lines_of, verge};
 
 /// The admin token every test node accepts.
-pub const TOKEN: &str = "test-token-0123456789";
+pub(crate) const TOKEN: &str = "test-token-0123456789";
 
 /// A `verge serve` process with its data in a temporary directory.
-pub struct Node {
+pub(crate) struct Node {
     child: Child,
     /// The data plane, `http://127.0.0.1:PORT`.
     pub data: String,
@@ -25,12 +25,12 @@ pub struct Node {
 
 impl Node {
     /// Starts a node with `args` added to `verge serve`.
-    pub fn start(args: &[&str]) -> Node {
+    pub(crate) fn start(args: &[&str]) -> Node {
         Node::start_in(tempfile::tempdir().unwrap(), args)
     }
 
     /// Starts a node whose data dir is `dir/data` (kept by a restart).
-    pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Node {
+    pub(crate) fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Node {
         let mut child = verge()
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
@@ -81,7 +81,7 @@ impl Node {
     }
 
     /// Stops the process and hands back its directory, for a restart.
-    pub fn stop(mut self) -> tempfile::TempDir {
+    pub(crate) fn stop(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = tempfile::tempdir().unwrap();
@@ -89,7 +89,7 @@ impl Node {
     }
 
     /// A `verge` command aimed at this node, with no user config around.
-    pub fn cli(&self) -> Command {
+    pub(crate) fn cli(&self) -> Command {
         let mut command = verge();
         command
             .env("VERGE_NODE", &self.admin)
@@ -100,7 +100,7 @@ impl Node {
     }
 
     /// A request to the data plane for `host` (the Host header) and `path`.
-    pub fn get(&self, host: &str, path: &str) -> Reply {
+    pub(crate) fn get(&self, host: &str, path: &str) -> Reply {
         let request = http::Request::get(format!("{}{path}", self.data))
             .header("host", host)
             .body(())
@@ -109,7 +109,7 @@ impl Node {
     }
 
     /// An admin API call with `token` (none when `None`).
-    pub fn admin_call(
+    pub(crate) fn admin_call(
         &self,
         method: &str,
         path: &str,
@@ -135,17 +135,17 @@ impl Node {
         }
     }
 
-    pub fn stdout(&self) -> Vec<String> {
+    pub(crate) fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
-    pub fn stderr(&self) -> Vec<String> {
+    pub(crate) fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
 
     /// Instances serving a request now (the `verge_instances_busy` gauge).
     #[allow(dead_code)]
-    pub fn instances_busy(&self) -> u64 {
+    pub(crate) fn instances_busy(&self) -> u64 {
         let metrics = self.admin_call("GET", "/metrics", None, None).text();
         metrics
             .lines()
@@ -156,7 +156,7 @@ impl Node {
 
     /// The node process's resident memory, in KiB (Linux).
     #[allow(dead_code)]
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("the node is running");
         status
@@ -176,14 +176,14 @@ impl Drop for Node {
 
 /// A worker project in a temporary directory: `verge.toml` naming `name`
 /// and the prebuilt `component`, plus `extra` TOML.
-pub fn worker(name: &str, component: &Path, extra: &str) -> tempfile::TempDir {
+pub(crate) fn worker(name: &str, component: &Path, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     rewrite(dir.path(), name, component, extra);
     dir
 }
 
 /// Rewrites the project's manifest.
-pub fn rewrite(dir: &Path, name: &str, component: &Path, extra: &str) {
+pub(crate) fn rewrite(dir: &Path, name: &str, component: &Path, extra: &str) {
     std::fs::write(
         dir.join("verge.toml"),
         format!("name = \"{name}\"\ncomponent = {:?}\n{extra}", component),
@@ -192,19 +192,19 @@ pub fn rewrite(dir: &Path, name: &str, component: &Path, extra: &str) {
 }
 
 /// The fixtures component's path.
-pub fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(super::FIXTURES)
 }
 
 /// A schema of its own on the test PostgreSQL (127.0.0.1:5432, or the URL in
 /// VERGE_TEST_POSTGRES), dropped when this goes out of scope.
-pub struct PgSchema {
+pub(crate) struct PgSchema {
     pub url: String,
     pub name: String,
 }
 
 impl PgSchema {
-    pub fn new() -> PgSchema {
+    pub(crate) fn new() -> PgSchema {
         let url = std::env::var("VERGE_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
         let nanos = std::time::SystemTime::now()
@@ -237,7 +237,7 @@ impl Drop for PgSchema {
 
 /// Runs `verge serve` with `args` on port 0 in a fresh data dir, expecting
 /// it to refuse to start; returns what it said on stderr.
-pub fn serve_refused(args: &[&str]) -> String {
+pub(crate) fn serve_refused(args: &[&str]) -> String {
     let data = tempfile::tempdir().unwrap();
     let output = verge()
         .args([
@@ -259,7 +259,7 @@ pub fn serve_refused(args: &[&str]) -> String {
 
 /// Two nodes sharing a fresh PostgreSQL schema (dropped with the first
 /// element).
-pub fn two_nodes_on_postgres() -> (PgSchema, Node, Node) {
+pub(crate) fn two_nodes_on_postgres() -> (PgSchema, Node, Node) {
     let schema = PgSchema::new();
     let store = ["--store", &schema.url, "--store-schema", &schema.name];
     let a = Node::start(&store);
@@ -268,7 +268,7 @@ pub fn two_nodes_on_postgres() -> (PgSchema, Node, Node) {
 }
 
 /// Waits until `check` holds, up to 10 s; returns how long it took.
-pub fn eventually(what: &str, check: impl Fn() -> bool) -> std::time::Duration {
+pub(crate) fn eventually(what: &str, check: impl Fn() -> bool) -> std::time::Duration {
     let started = std::time::Instant::now();
     while !check() {
         assert!(
@@ -281,7 +281,7 @@ pub fn eventually(what: &str, check: impl Fn() -> bool) -> std::time::Duration {
 }
 
 /// A child process killed when the test ends, however it ends.
-pub struct KillOnDrop(pub std::process::Child);
+pub(crate) struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -292,7 +292,7 @@ impl Drop for KillOnDrop {
 
 /// A `verge tail` process whose JSON lines are collected, and the banner
 /// it printed.
-pub struct Tail {
+pub(crate) struct Tail {
     child: std::process::Child,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// What it said on stderr when it started: which nodes it shows.
@@ -300,7 +300,7 @@ pub struct Tail {
 }
 
 impl Tail {
-    pub fn start(node: &Node, args: &[&str]) -> Tail {
+    pub(crate) fn start(node: &Node, args: &[&str]) -> Tail {
         use std::io::{BufRead, BufReader};
         let mut child = node
             .cli()
@@ -331,7 +331,7 @@ impl Tail {
     }
 
     /// Waits until `count` events arrived, then a little more for any extra.
-    pub fn events(&self, count: usize) -> Vec<serde_json::Value> {
+    pub(crate) fn events(&self, count: usize) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while self.lines.lock().unwrap().len() < count {
             assert!(
@@ -360,27 +360,27 @@ impl Drop for Tail {
 
 /// A JSON response body.
 #[allow(dead_code)]
-pub fn json_of(reply: &super::Reply) -> serde_json::Value {
+pub(crate) fn json_of(reply: &super::Reply) -> serde_json::Value {
     serde_json::from_slice(reply.body.as_ref().expect("body"))
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.text()))
 }
 
 /// Deploys the project in `dir` with the CLI; returns what it printed.
 #[allow(dead_code)]
-pub fn deploy(node: &Node, dir: &Path, extra_args: &[&str]) -> String {
+pub(crate) fn deploy(node: &Node, dir: &Path, extra_args: &[&str]) -> String {
     super::succeed(node.cli().arg("deploy").arg(dir).args(extra_args))
 }
 
 /// The key names of a `verge kv key list` page.
 #[allow(dead_code)]
-pub fn key_names(page: &serde_json::Value) -> Vec<&str> {
+pub(crate) fn key_names(page: &serde_json::Value) -> Vec<&str> {
     let keys = page["keys"].as_array().unwrap();
     keys.iter().map(|k| k["name"].as_str().unwrap()).collect()
 }
 
 /// Which `VERSION` var the worker `name` answers with.
 #[allow(dead_code)]
-pub fn version_of(node: &Node, name: &str) -> String {
+pub(crate) fn version_of(node: &Node, name: &str) -> String {
     let reply = node.get(&format!("{name}.localhost"), "/env?name=VERSION");
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.text()

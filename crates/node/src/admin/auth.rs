@@ -63,7 +63,7 @@ impl Tokens {
 
 /// Lets a request through with its [`Caller`] attached, or answers 401
 /// (no or unknown token) or 403 (a read-only token asking for a change).
-pub async fn require_token(
+pub(super) async fn require_token(
     State(tokens): State<Arc<Tokens>>,
     mut request: Request,
     next: Next,

@@ -102,7 +102,7 @@ impl From<verge_kv::KvError> for ApiError {
 /// A JSON body whose problems (wrong content type, bad JSON, a missing or
 /// unknown field) are answered as a JSON 400 naming the problem. An empty
 /// body reads as `{}`, so every field may be optional.
-pub struct ApiJson<T>(pub T);
+pub(super) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where

@@ -30,7 +30,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 /// `GET /v1/kv/namespaces`.
-pub async fn list_namespaces(
+pub(super) async fn list_namespaces(
     State(state): State<Arc<AdminState>>,
 ) -> Result<Json<NamespaceList>, ApiError> {
     let namespaces = state.node.stores().kv.namespaces().await?;
@@ -38,7 +38,7 @@ pub async fn list_namespaces(
 }
 
 /// `POST /v1/kv/namespaces` with `{"name"}`: 201 if created, 200 if it existed.
-pub async fn create_namespace(
+pub(super) async fn create_namespace(
     State(state): State<Arc<AdminState>>,
     ApiJson(body): ApiJson<NewNamespace>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -59,7 +59,7 @@ pub async fn create_namespace(
 }
 
 /// `DELETE /v1/kv/namespaces/{namespace}`: with every key in it.
-pub async fn delete_namespace(
+pub(super) async fn delete_namespace(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -76,7 +76,7 @@ pub async fn delete_namespace(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     #[serde(default)]
     prefix: String,
     limit: Option<u32>,
@@ -84,7 +84,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/kv/namespaces/{namespace}/keys?prefix=&limit=&cursor=`.
-pub async fn list_keys(
+pub(super) async fn list_keys(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
@@ -118,7 +118,7 @@ pub async fn list_keys(
 
 /// `GET /v1/kv/namespaces/{namespace}/values/{key}`: the value as the body;
 /// metadata, expiration and generation in headers.
-pub async fn get_value(
+pub(super) async fn get_value(
     State(state): State<Arc<AdminState>>,
     Path((name, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -150,14 +150,14 @@ pub async fn get_value(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PutQuery {
+pub(super) struct PutQuery {
     expiration: Option<u64>,
     expiration_ttl: Option<u64>,
 }
 
 /// `PUT /v1/kv/namespaces/{namespace}/values/{key}?expiration=&expiration_ttl=`
 /// with the value as the body and metadata in the `verge-kv-metadata` header.
-pub async fn put_value(
+pub(super) async fn put_value(
     State(state): State<Arc<AdminState>>,
     Path((name, key)): Path<(String, String)>,
     q: Result<Query<PutQuery>, QueryRejection>,
@@ -194,7 +194,7 @@ pub async fn put_value(
 }
 
 /// `DELETE /v1/kv/namespaces/{namespace}/values/{key}`.
-pub async fn delete_value(
+pub(super) async fn delete_value(
     State(state): State<Arc<AdminState>>,
     Path((name, key)): Path<(String, String)>,
 ) -> Result<Json<ValueDeleted>, ApiError> {
@@ -204,7 +204,7 @@ pub async fn delete_value(
 
 /// `PUT /v1/kv/namespaces/{namespace}/bulk` with up to 10,000 pairs, all
 /// validated before any is written.
-pub async fn bulk_put(
+pub(super) async fn bulk_put(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
     ApiJson(pairs): ApiJson<Vec<BulkPair>>,
@@ -218,7 +218,7 @@ pub async fn bulk_put(
 }
 
 /// `POST /v1/kv/namespaces/{namespace}/bulk/delete` with up to 10,000 keys.
-pub async fn bulk_delete(
+pub(super) async fn bulk_delete(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
     ApiJson(keys): ApiJson<Vec<String>>,

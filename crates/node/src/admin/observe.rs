@@ -18,7 +18,7 @@ use crate::relay::TailScope;
 use crate::tail::TailFilter;
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+pub(super) async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let node = &state.node;
     let text = node.metrics.encode(
         node.runtime.instances_busy(),
@@ -45,7 +45,7 @@ pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse 
 /// finished after the client connected (`event: request`), and
 /// `event: dropped` with `{"dropped": N}` when the client fell too far
 /// behind and N requests were skipped.
-pub async fn tail(
+pub(super) async fn tail(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
     Query(filter): Query<TailFilter>,

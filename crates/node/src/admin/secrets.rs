@@ -11,7 +11,7 @@ use super::AdminState;
 use super::error::{ApiError, ApiJson};
 
 /// `GET /v1/workers/{name}/secrets`: the names, never the values.
-pub async fn list(
+pub(super) async fn list(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
 ) -> Result<Json<SecretList>, ApiError> {
@@ -26,7 +26,7 @@ pub async fn list(
 }
 
 /// `PUT /v1/workers/{name}/secrets/{secret}` with `{"value": ...}`.
-pub async fn put(
+pub(super) async fn put(
     State(state): State<Arc<AdminState>>,
     Path((worker, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<SecretValue>,
@@ -38,7 +38,7 @@ pub async fn put(
 }
 
 /// `DELETE /v1/workers/{name}/secrets/{secret}`.
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<Arc<AdminState>>,
     Path((worker, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {

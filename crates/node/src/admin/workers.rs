@@ -20,7 +20,7 @@ use crate::node::DeployRequest;
 use crate::registry::Live;
 
 /// `PUT /v1/components/{hash}`: the component's bytes as the body.
-pub async fn put_component(
+pub(super) async fn put_component(
     State(state): State<Arc<AdminState>>,
     Path(hash): Path<String>,
     body: Bytes,
@@ -37,7 +37,7 @@ pub async fn put_component(
 }
 
 /// `POST /v1/workers/{name}/versions`: deploy a version.
-pub async fn deploy(
+pub(super) async fn deploy(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -71,7 +71,7 @@ pub async fn deploy(
 }
 
 /// `GET /v1/workers`.
-pub async fn list(State(state): State<Arc<AdminState>>) -> Json<WorkerList> {
+pub(super) async fn list(State(state): State<Arc<AdminState>>) -> Json<WorkerList> {
     let workers = state
         .node
         .registry
@@ -83,7 +83,7 @@ pub async fn list(State(state): State<Arc<AdminState>>) -> Json<WorkerList> {
 }
 
 /// `GET /v1/workers/{name}`.
-pub async fn show(
+pub(super) async fn show(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
 ) -> Result<Json<verge_api::Worker>, ApiError> {
@@ -96,7 +96,7 @@ pub async fn show(
 }
 
 /// `DELETE /v1/workers/{name}`.
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -106,7 +106,7 @@ pub async fn delete(
 }
 
 /// `GET /v1/workers/{name}/versions`: newest first.
-pub async fn versions(
+pub(super) async fn versions(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
 ) -> Result<Json<VersionList>, ApiError> {
@@ -119,7 +119,7 @@ pub async fn versions(
 
 /// `POST /v1/workers/{name}/rollback`: to the version named, or the one
 /// before the current.
-pub async fn rollback(
+pub(super) async fn rollback(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -139,7 +139,7 @@ pub async fn rollback(
 
 /// `GET /v1/workers/{name}/schedules`: the cron schedules with their next
 /// ticks, and the latest runs.
-pub async fn schedules(
+pub(super) async fn schedules(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
 ) -> Result<Json<Schedules>, ApiError> {
@@ -154,7 +154,7 @@ pub async fn schedules(
 }
 
 /// `POST /v1/workers/{name}/schedules/run`: runs the scheduled handler now.
-pub async fn run_schedule(
+pub(super) async fn run_schedule(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
     ApiJson(body): ApiJson<RunSchedule>,

@@ -10,14 +10,14 @@ use verge_deploy::{Change, ChangeCursor, Settled, Subject, short_id};
 use super::{Node, NodeError};
 
 /// How often a node reads the change log when the store pushes nothing.
-pub const CHANGE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const CHANGE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Changes read from the log at once.
 const CHANGE_BATCH: u32 = 5000;
 
 /// How long change log entries are kept. A node away for longer restarts
 /// (and reads everything) or finds the gap and reloads everything.
-pub const CHANGE_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(super) const CHANGE_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How often a node removes entries older than [`CHANGE_RETENTION`].
 const CHANGE_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
