@@ -181,94 +181,158 @@ impl Manifest {
         Manifest::parse(&text, &path)
     }
 
-    /// Parses and validates manifest `text`, read from `path`.
+    /// Parses and validates manifest `text`, read from `path`: the TOML,
+    /// then each section in turn, so the first problem is the one reported.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
-        let error = |location, message: String, help: Option<String>| ManifestError {
-            path: path.to_path_buf(),
-            location,
-            message,
-            help,
-        };
+        let at = Located { text, path };
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let location = e.span().map(|s| line_col(text, s.start));
             let (message, help) = explain_toml_error(e.message());
-            error(location, message, help)
+            at.error(location, message, help)
         })?;
-        let find = |key: &str| find_key(text, key);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = at.name(raw.name)?;
+        let source = at.source(raw.component, raw.build, &dir)?;
+        at.vars(&raw.vars)?;
+        at.kv_namespaces(&raw.kv_namespaces)?;
+        let outbound = at.outbound(&raw.outbound.allow)?;
+        let routes = at.routes(&raw.routes)?;
+        let crons = at.crons(&raw.triggers.crons)?;
+        at.limits(&raw.limits)?;
+        Ok(Manifest {
+            name,
+            source,
+            vars: raw.vars,
+            limits: raw.limits,
+            kv_namespaces: raw.kv_namespaces,
+            outbound,
+            routes,
+            crons,
+            dir,
+        })
+    }
+}
 
-        let name = raw.name.ok_or_else(|| {
-            error(
+/// The manifest being parsed, for errors that name where the problem is.
+struct Located<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+type Checked<T> = Result<T, ManifestError>;
+
+impl Located<'_> {
+    fn error(
+        &self,
+        location: Option<(usize, usize)>,
+        message: String,
+        help: Option<String>,
+    ) -> ManifestError {
+        ManifestError {
+            path: self.path.to_path_buf(),
+            location,
+            message,
+            help,
+        }
+    }
+
+    /// Where `key` is written.
+    fn find(&self, key: &str) -> Option<(usize, usize)> {
+        find_key(self.text, key)
+    }
+
+    /// Where the list entry `entry` is written, or else its `key`.
+    fn find_entry(&self, entry: &str, key: &str) -> Option<(usize, usize)> {
+        find_value(self.text, entry).or_else(|| self.find(key))
+    }
+
+    fn name(&self, name: Option<String>) -> Checked<String> {
+        let name = name.ok_or_else(|| {
+            self.error(
                 None,
                 "missing `name`".into(),
                 Some("add `name = \"my-worker\"` at the top".into()),
             )
         })?;
         if let Err(problem) = check_worker_name(&name) {
-            return Err(error(
-                find("name"),
+            return Err(self.error(
+                self.find("name"),
                 format!("invalid name {name:?}: {problem}"),
                 Some("use lowercase letters, digits and `-`, e.g. `name = \"todo-api\"`".into()),
             ));
         }
+        Ok(name)
+    }
 
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let source = match (raw.component, raw.build) {
+    /// `component` or `[build]`.
+    fn source(
+        &self,
+        component: Option<PathBuf>,
+        build: Option<RawBuild>,
+        dir: &Path,
+    ) -> Checked<ComponentSource> {
+        let build = match (component, build) {
             (Some(_), Some(_)) => {
-                return Err(error(
-                    find("component"),
+                return Err(self.error(
+                    self.find("component"),
                     "both `component` and `[build]` are set".into(),
                     Some("keep `component` for a prebuilt .wasm, or `[build]` to build one".into()),
                 ));
             }
-            (Some(component), None) => ComponentSource::Prebuilt(dir.join(component)),
-            (None, build) => {
-                let (command, output) = match build {
-                    Some(b) => (b.command, b.output),
-                    None => (None, None),
-                };
-                let command = match command {
-                    Some(c) => {
-                        let words: Vec<String> = c.split_whitespace().map(String::from).collect();
-                        if words.is_empty() {
-                            return Err(error(
-                                find("command"),
-                                "`build.command` is empty".into(),
-                                Some(format!("remove it to use `{}`", DEFAULT_BUILD.join(" "))),
-                            ));
-                        }
-                        words
-                    }
-                    None => DEFAULT_BUILD.iter().map(|s| s.to_string()).collect(),
-                };
-                let is_cargo_build = command.first().is_some_and(|c| c == "cargo")
-                    && command.get(1).is_some_and(|c| c == "build");
-                if output.is_none() && !is_cargo_build {
-                    return Err(error(
-                        find("command"),
-                        "`build.output` is required when the build command is not `cargo build`"
-                            .into(),
-                        Some("add `output = \"path/to/worker.wasm\"` to [build]".into()),
+            (Some(component), None) => return Ok(ComponentSource::Prebuilt(dir.join(component))),
+            (None, build) => build,
+        };
+        let (command, output) = match build {
+            Some(b) => (b.command, b.output),
+            None => (None, None),
+        };
+        let command = match command {
+            Some(c) => {
+                let words: Vec<String> = c.split_whitespace().map(String::from).collect();
+                if words.is_empty() {
+                    return Err(self.error(
+                        self.find("command"),
+                        "`build.command` is empty".into(),
+                        Some(format!("remove it to use `{}`", DEFAULT_BUILD.join(" "))),
                     ));
                 }
-                ComponentSource::Build {
-                    command,
-                    output: output.map(|o| dir.join(o)),
-                }
+                words
             }
+            None => DEFAULT_BUILD.iter().map(|s| s.to_string()).collect(),
         };
+        let is_cargo_build = command.first().is_some_and(|c| c == "cargo")
+            && command.get(1).is_some_and(|c| c == "build");
+        if output.is_none() && !is_cargo_build {
+            return Err(self.error(
+                self.find("command"),
+                "`build.output` is required when the build command is not `cargo build`".into(),
+                Some("add `output = \"path/to/worker.wasm\"` to [build]".into()),
+            ));
+        }
+        Ok(ComponentSource::Build {
+            command,
+            output: output.map(|o| dir.join(o)),
+        })
+    }
 
-        for key in raw.vars.keys() {
+    /// `[vars]`.
+    fn vars(&self, vars: &BTreeMap<String, String>) -> Checked<()> {
+        for key in vars.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(error(
-                    find("vars"),
+                return Err(self.error(
+                    self.find("vars"),
                     format!("invalid variable name {key:?}"),
                     Some("variable names must be non-empty and contain no `=`".into()),
                 ));
             }
         }
+        Ok(())
+    }
 
+    /// `[[kv_namespaces]]`.
+    fn kv_namespaces(&self, bindings: &[KvBinding]) -> Checked<()> {
         let mut seen = std::collections::HashSet::new();
-        for kv in &raw.kv_namespaces {
+        for kv in bindings {
             let valid_binding = !kv.binding.is_empty()
                 && kv.binding.len() <= 64
                 && kv
@@ -276,67 +340,79 @@ impl Manifest {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid_binding {
-                return Err(error(
-                    find("binding"),
+                return Err(self.error(
+                    self.find("binding"),
                     format!("invalid KV binding name {:?}", kv.binding),
                     Some("use letters, digits and `_`, e.g. `binding = \"TODOS\"`".into()),
                 ));
             }
             if !seen.insert(kv.binding.as_str()) {
-                return Err(error(
-                    find("binding"),
+                return Err(self.error(
+                    self.find("binding"),
                     format!("KV binding `{}` is declared twice", kv.binding),
                     Some("give each [[kv_namespaces]] entry its own binding".into()),
                 ));
             }
             if let Err(e) = verge_kv::check_namespace_name(&kv.namespace) {
-                return Err(error(find("namespace"), e.to_string(), None));
+                return Err(self.error(self.find("namespace"), e.to_string(), None));
             }
         }
+        Ok(())
+    }
 
-        let mut outbound = Vec::new();
-        for entry in &raw.outbound.allow {
-            let pattern = entry.parse::<HostPattern>().map_err(|problem| {
-                error(
-                    find_value(text, entry).or_else(|| find("allow")),
-                    format!("invalid [outbound] allow entry {entry:?}: {problem}"),
-                    Some("entries look like `api.example.com`, `https://*.example.com` or `127.0.0.1:8080`".into()),
-                )
-            })?;
-            outbound.push(pattern);
-        }
+    /// `[outbound] allow`.
+    fn outbound(&self, allow: &[String]) -> Checked<Vec<HostPattern>> {
+        allow
+            .iter()
+            .map(|entry| {
+                entry.parse::<HostPattern>().map_err(|problem| {
+                    self.error(
+                        self.find_entry(entry, "allow"),
+                        format!("invalid [outbound] allow entry {entry:?}: {problem}"),
+                        Some("entries look like `api.example.com`, `https://*.example.com` or `127.0.0.1:8080`".into()),
+                    )
+                })
+            })
+            .collect()
+    }
 
+    /// `routes`.
+    fn routes(&self, entries: &[String]) -> Checked<Vec<RoutePattern>> {
         let mut routes: Vec<RoutePattern> = Vec::new();
-        for entry in &raw.routes {
+        for entry in entries {
             let route = entry.parse::<RoutePattern>().map_err(|problem| {
-                error(
-                    find_value(text, entry).or_else(|| find("routes")),
+                self.error(
+                    self.find_entry(entry, "routes"),
                     format!("invalid route {entry:?}: {problem}"),
                     Some("routes look like `example.com/api/*`, `*.example.com/*` or `api.example.com`".into()),
                 )
             })?;
             if routes.contains(&route) {
-                return Err(error(
-                    find_value(text, entry).or_else(|| find("routes")),
+                return Err(self.error(
+                    self.find_entry(entry, "routes"),
                     format!("route {entry:?} is listed twice"),
                     Some("remove one of them".into()),
                 ));
             }
             routes.push(route);
         }
+        Ok(routes)
+    }
 
+    /// `[triggers] crons`.
+    fn crons(&self, entries: &[String]) -> Checked<Vec<Schedule>> {
         let mut crons: Vec<Schedule> = Vec::new();
-        for entry in &raw.triggers.crons {
+        for entry in entries {
             let schedule = entry.parse::<Schedule>().map_err(|problem| {
-                error(
-                    find_value(text, entry).or_else(|| find("crons")),
+                self.error(
+                    self.find_entry(entry, "crons"),
                     format!("invalid cron schedule {entry:?}: {problem}"),
                     Some("schedules look like `*/5 * * * *` (every five minutes, UTC) or `0 * * * * *` with seconds first".into()),
                 )
             })?;
             if crons.contains(&schedule) {
-                return Err(error(
-                    find_value(text, entry).or_else(|| find("crons")),
+                return Err(self.error(
+                    self.find_entry(entry, "crons"),
                     format!("cron schedule {entry:?} is listed twice"),
                     Some("remove one of them".into()),
                 ));
@@ -344,8 +420,8 @@ impl Manifest {
             crons.push(schedule);
         }
         if crons.len() > MAX_CRONS {
-            return Err(error(
-                find("crons"),
+            return Err(self.error(
+                self.find("crons"),
                 format!(
                     "{} cron schedules; a worker may have at most {MAX_CRONS}",
                     crons.len()
@@ -353,8 +429,11 @@ impl Manifest {
                 Some("combine schedules, e.g. `0 9,17 * * *` for two times a day".into()),
             ));
         }
+        Ok(crons)
+    }
 
-        let limits = raw.limits;
+    /// `[limits]`: set limits are at least 1.
+    fn limits(&self, limits: &LimitsSection) -> Checked<()> {
         let positive = [
             ("cpu_ms", limits.cpu_ms),
             ("wall_ms", limits.wall_ms),
@@ -365,24 +444,14 @@ impl Manifest {
         ];
         for (key, value) in positive {
             if value == Some(0) {
-                return Err(error(
-                    find(key),
+                return Err(self.error(
+                    self.find(key),
                     format!("`limits.{key}` must be at least 1"),
                     Some(format!("remove `{key}` to use the default")),
                 ));
             }
         }
-        Ok(Manifest {
-            name,
-            source,
-            vars: raw.vars,
-            limits,
-            kv_namespaces: raw.kv_namespaces,
-            outbound,
-            routes,
-            crons,
-            dir,
-        })
+        Ok(())
     }
 }
 
