@@ -127,8 +127,7 @@ impl CompileCache {
             }
         }
         let started = Instant::now();
-        let component = Component::from_binary(engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = Component::from_binary(engine, bytes).map_err(LoadError::Compile)?;
         let took = started.elapsed();
         if let Some(path) = path
             && let Err(e) = store(&component, &path)

@@ -16,8 +16,10 @@ pub enum RuntimeError {
 /// A component could not become a worker.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("the component is not valid WebAssembly or failed to compile: {0}")]
-    Compile(String),
+    /// wasmtime's error is the source: report the chain (`{:#}` with
+    /// anyhow) to show why.
+    #[error("the component is not valid WebAssembly or failed to compile")]
+    Compile(#[source] wasmtime::Error),
     #[error(
         "the component cannot run on Verge: {0}\n\
          A Verge worker is a WASI HTTP component (the `wasi:http/proxy` world) \

@@ -142,7 +142,13 @@ fn bytes_that_are_not_a_component_are_refused() {
         .load(WorkerSpec::new("bad", b"\0asm garbage".to_vec()))
         .err()
         .unwrap();
-    assert!(matches!(err, LoadError::Compile(_)), "{err}");
+    let LoadError::Compile(cause) = &err else {
+        panic!("{err}");
+    };
+    // wasmtime's reason is kept as the source, for reports that walk it.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert_eq!(source.to_string(), cause.to_string());
+    assert!(format!("{:#}", anyhow::Error::from(err)).contains(": "));
 }
 
 #[test]

@@ -179,5 +179,7 @@ fn load_error(e: LoadError) -> NodeError {
             "lower the limit in verge.toml [limits], or ask the operator to raise the ceiling"
         }
     };
-    invalid(e.to_string(), help)
+    // The message with the chain of its causes (wasmtime's reason a
+    // component does not compile is one).
+    invalid(format!("{:#}", anyhow::Error::from(e)), help)
 }
