@@ -308,9 +308,9 @@ fn a_tail_on_one_node_shows_the_requests_every_node_serves() {
         b.get("app.localhost", "/env?name=B");
         !tail.events(0).is_empty()
     });
-    a.get("app.localhost", "/env?name=A");
     b.get("app.localhost", "/plain"); // filtered out, wherever it ran
-    let events = tail.events(2);
+    let from_a = a.get("app.localhost", "/env?name=A").request_id();
+    let events = tail.events_through(&from_a);
     assert!(
         events
             .iter()

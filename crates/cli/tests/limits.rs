@@ -230,6 +230,18 @@ fn failure_details_stay_out_of_responses_unless_dev_shows_them() {
         detail.contains("panicked at") && detail.contains("boom from the fixtures"),
         "{line}"
     );
+
+    // Without it (`--no-error-detail`, a node's default) the client gets
+    // the status and the request id alone; the log still has the detail.
+    let quiet = Dev::fixtures("", &["--no-error-detail"]);
+    let reply = quiet.get("/panic");
+    assert_eq!(reply.status, 500);
+    let text = reply.text();
+    assert!(!text.contains("panicked at"), "{text}");
+    assert!(!text.contains("boom from the fixtures"), "{text}");
+    assert!(text.contains(&reply.request_id()), "{text}");
+    let line = logged(&quiet, &reply.request_id());
+    assert!(line.contains("boom from the fixtures"), "{line}");
 }
 
 /// Sends only the headers of a request declaring `length` body bytes and

@@ -469,11 +469,12 @@ fn tail_streams_requests_after_it_connects_filtered_on_the_node() {
         &["--name", "app", "--status", "2xx", "--path", "/env"],
     );
     let logs = Tail::start(&node, &["--name", "app", "--search", "saying hello"]);
-    for path in ["/env", "/plain", "/nope", "/hello", "/env"] {
-        node.get("app.localhost", path);
-    }
+    let ids: Vec<String> = ["/env", "/plain", "/nope", "/hello", "/env", "/hello"]
+        .into_iter()
+        .map(|path| node.get("app.localhost", path).request_id())
+        .collect();
 
-    let events = filtered.events(2);
+    let events = filtered.events_through(&ids[4]);
     assert_eq!(events.len(), 2, "{events:#?}");
     for event in &events {
         assert_eq!(event["path"], "/env");
@@ -485,9 +486,10 @@ fn tail_streams_requests_after_it_connects_filtered_on_the_node() {
         assert_eq!(event["id"].as_str().unwrap().len(), 16);
     }
 
-    let events = logs.events(1);
-    assert_eq!(events.len(), 1, "{events:#?}");
+    let events = logs.events_through(&ids[5]);
+    assert_eq!(events.len(), 2, "{events:#?}");
     assert_eq!(events[0]["path"], "/hello");
+    assert_eq!(events[0]["id"], ids[3].as_str());
     assert_eq!(
         events[0]["logs"][0],
         json!({ "stream": "stdout", "text": "saying hello" })

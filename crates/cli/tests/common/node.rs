@@ -330,24 +330,34 @@ impl Tail {
         }
     }
 
-    /// Waits until `count` events arrived, then a little more for any extra.
+    /// The events so far, once at least `count` arrived.
     pub(crate) fn events(&self, count: usize) -> Vec<serde_json::Value> {
+        self.events_when(|events| events.len() >= count)
+    }
+
+    /// The events so far, once the request with id `id` (the last one sent
+    /// of those the tail should show) is among them: the requests before it
+    /// finished first, so their events are in too, and a count is exact.
+    pub(crate) fn events_through(&self, id: &str) -> Vec<serde_json::Value> {
+        self.events_when(|events| events.iter().any(|e| e["id"] == id))
+    }
+
+    fn events_when(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.lines.lock().unwrap().len() < count {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{:?}",
-                self.lines.lock().unwrap()
-            );
+        loop {
+            let events: Vec<serde_json::Value> = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if done(&events) {
+                return events;
+            }
+            assert!(std::time::Instant::now() < deadline, "{events:#?}");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
     }
 }
 
