@@ -8,8 +8,8 @@
 //! layer over this crate; so is `verge dev`'s manifest handling ([`spec`]).
 
 pub mod admin;
-mod bulk;
 pub mod config;
+mod kv_wire;
 pub mod metrics;
 mod node;
 pub mod registry;
@@ -18,10 +18,10 @@ mod serve;
 pub mod spec;
 pub mod tail;
 
-pub use bulk::bulk_write;
 pub use config::{
     AdminToken, ConfigError, ConfigLayer, DEFAULT_KV_CACHE_MIB, NodeConfig, StoreConfig,
 };
+pub use kv_wire::{bulk_write, key_page};
 pub use node::{
     DeployRequest, Deployed, Node, NodeError, SECRET_NAME_HELP, Stores, is_secret_name,
 };

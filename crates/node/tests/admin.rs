@@ -117,6 +117,11 @@ impl Admin {
             .await
     }
 
+    async fn delete(&self, path: &str) -> Answer {
+        self.call(Method::DELETE, path, Some(OPS), &[], Body::empty())
+            .await
+    }
+
     async fn send(&self, method: Method, path: &str, body: &impl serde::Serialize) -> Answer {
         let json = serde_json::to_vec(body).unwrap();
         self.call(
@@ -246,15 +251,7 @@ async fn refusals_carry_the_code_a_client_matches_on() {
     let no_key = admin.get("/v1/kv/namespaces/ns/values/k").await;
     assert_eq!(no_key.status, StatusCode::NOT_FOUND);
     assert_eq!(no_key.code(), ErrorCode::KeyNotFound);
-    let delete_missing = admin
-        .call(
-            Method::DELETE,
-            "/v1/kv/namespaces/nope",
-            Some(OPS),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let delete_missing = admin.delete("/v1/kv/namespaces/nope").await;
     assert_eq!(delete_missing.code(), ErrorCode::NamespaceNotFound);
 }
 
@@ -393,24 +390,12 @@ async fn kv_routes_answer_typed_bodies_and_headers() {
     assert_eq!(rest.keys.len(), 2);
 
     let deleted: ValueDeleted = admin
-        .call(
-            Method::DELETE,
-            "/v1/kv/namespaces/todos/values/a",
-            Some(OPS),
-            &[],
-            Body::empty(),
-        )
+        .delete("/v1/kv/namespaces/todos/values/a")
         .await
         .json();
     assert!(deleted.deleted);
     let again: ValueDeleted = admin
-        .call(
-            Method::DELETE,
-            "/v1/kv/namespaces/todos/values/a",
-            Some(OPS),
-            &[],
-            Body::empty(),
-        )
+        .delete("/v1/kv/namespaces/todos/values/a")
         .await
         .json();
     assert!(!again.deleted);

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use bytes::Bytes;
 use verge_api::{
-    BulkPair, BulkWritten, EXPIRATION_HEADER, ErrorCode, GENERATION_HEADER, KeyInfo, KeyPage,
+    BulkPair, BulkWritten, EXPIRATION_HEADER, ErrorCode, GENERATION_HEADER, KeyPage,
     METADATA_HEADER, NamespaceCreated, NamespaceList, NewNamespace, ValueDeleted, ValueWritten,
 };
 use verge_kv::{BulkWrite, Clock, Entry, Expiration, KvStore, ListOptions, Namespace, PutOptions};
@@ -146,24 +146,7 @@ impl Target {
         let remote = match self {
             Target::Local { store, clock } => {
                 let namespace = Namespace::new(store.clone(), ns, clock.clone());
-                let page = namespace.list(&options).await?;
-                let keys = page
-                    .keys
-                    .iter()
-                    .map(|k| KeyInfo {
-                        name: String::from_utf8_lossy(&k.name).into_owned(),
-                        expiration: k.expiration,
-                        metadata: k
-                            .metadata
-                            .as_deref()
-                            .and_then(|m| serde_json::from_str(m).ok()),
-                    })
-                    .collect();
-                return Ok(KeyPage {
-                    keys,
-                    cursor: page.cursor,
-                    list_complete: page.list_complete,
-                });
+                return Ok(verge_node::key_page(namespace.list(&options).await?));
             }
             Target::Remote(remote) => remote,
         };

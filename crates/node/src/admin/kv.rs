@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use verge_api::{
-    BulkPair, BulkWritten, EXPIRATION_HEADER, ErrorCode, GENERATION_HEADER, KeyInfo, KeyPage,
+    BulkPair, BulkWritten, EXPIRATION_HEADER, ErrorCode, GENERATION_HEADER, KeyPage,
     METADATA_HEADER, NamespaceCreated, NamespaceList, NewNamespace, ValueDeleted, ValueWritten,
 };
 use verge_kv::{BulkWrite, Expiration, ListOptions, Namespace, PutOptions};
@@ -97,23 +97,7 @@ pub(super) async fn list_keys(
             cursor: q.cursor,
         })
         .await?;
-    let keys = page
-        .keys
-        .iter()
-        .map(|k| KeyInfo {
-            name: String::from_utf8_lossy(&k.name).into_owned(),
-            expiration: k.expiration,
-            metadata: k
-                .metadata
-                .as_deref()
-                .and_then(|m| serde_json::from_str(m).ok()),
-        })
-        .collect();
-    Ok(Json(KeyPage {
-        keys,
-        cursor: page.cursor,
-        list_complete: page.list_complete,
-    }))
+    Ok(Json(crate::key_page(page)))
 }
 
 /// `GET /v1/kv/namespaces/{namespace}/values/{key}`: the value as the body;
