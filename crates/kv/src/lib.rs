@@ -23,8 +23,9 @@ pub use cache::{CacheConfig, CacheStats, CachedStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::KvError;
 pub use limits::{
-    MAX_BULK_GET, MAX_BULK_WRITE, MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_METADATA_BYTES,
-    MAX_VALUE_BYTES, MIN_TTL_SECONDS, check_key, check_metadata, check_namespace_name,
+    MAX_BULK_GET, MAX_BULK_WRITE, MAX_EXPIRATION, MAX_KEY_BYTES, MAX_LIST_LIMIT,
+    MAX_METADATA_BYTES, MAX_VALUE_BYTES, MIN_TTL_SECONDS, check_key, check_metadata,
+    check_namespace_name,
 };
 pub use namespace::{BulkWrite, Namespace};
 pub use store::{KvStore, WriteOp, WriteOutcome};

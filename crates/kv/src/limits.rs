@@ -16,6 +16,11 @@ pub const MAX_BULK_GET: usize = 100;
 pub const MAX_BULK_WRITE: usize = 10_000;
 /// Shortest TTL. Workers KV says 60 s; Verge expires precisely, so 1 s.
 pub const MIN_TTL_SECONDS: u64 = 1;
+/// The latest expiration, in Unix seconds: 9999-12-31T23:59:59Z, the last
+/// second RFC 3339 can write. Later ones (or TTLs reaching past it) are
+/// refused: stores keep expirations as signed 64-bit numbers, and a write
+/// must never be acknowledged that no read can see.
+pub const MAX_EXPIRATION: u64 = 253_402_300_799;
 
 /// A key must be 1 to 512 bytes, and not `.` or `..`.
 pub fn check_key(key: &[u8]) -> Result<(), KvError> {

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use crate::clock::Clock;
 use crate::error::KvError;
 use crate::limits::{
-    MAX_BULK_GET, MAX_BULK_WRITE, MAX_LIST_LIMIT, MAX_VALUE_BYTES, MIN_TTL_SECONDS, check_key,
-    check_metadata,
+    MAX_BULK_GET, MAX_BULK_WRITE, MAX_EXPIRATION, MAX_LIST_LIMIT, MAX_VALUE_BYTES, MIN_TTL_SECONDS,
+    check_key, check_metadata,
 };
 use crate::store::{KvStore, WriteOp, WriteOutcome};
 use crate::types::{
@@ -182,10 +182,23 @@ impl Namespace {
                     "TTL must be at least {MIN_TTL_SECONDS} s"
                 )));
             }
-            Expiration::Ttl(ttl) => Some(now.saturating_add(ttl)),
+            Expiration::Ttl(ttl) if ttl > MAX_EXPIRATION.saturating_sub(now) => {
+                return Err(KvError::BadExpiration(format!(
+                    "a TTL of {ttl} s reaches past {MAX_EXPIRATION} (9999-12-31T23:59:59Z), the \
+                     latest expiration Verge KV keeps; at most {} s from now",
+                    MAX_EXPIRATION.saturating_sub(now)
+                )));
+            }
+            Expiration::Ttl(ttl) => Some(now + ttl),
             Expiration::At(at) if at <= now => {
                 return Err(KvError::BadExpiration(format!(
                     "{at} is not in the future (now is {now})"
+                )));
+            }
+            Expiration::At(at) if at > MAX_EXPIRATION => {
+                return Err(KvError::BadExpiration(format!(
+                    "{at} is past {MAX_EXPIRATION} (9999-12-31T23:59:59Z), the latest \
+                     expiration Verge KV keeps; expirations are Unix seconds"
                 )));
             }
             Expiration::At(at) => Some(at),

@@ -338,6 +338,23 @@ async fn kv_routes_answer_typed_bodies_and_headers() {
     assert_eq!(put.status, StatusCode::OK);
     let written: ValueWritten = put.json();
 
+    // An expiration no store can keep is refused, not stored as one that
+    // has passed already.
+    let far = admin
+        .call(
+            Method::PUT,
+            "/v1/kv/namespaces/todos/values/far?expiration=18446744073709551615",
+            Some(OPS),
+            &[],
+            "lost?",
+        )
+        .await;
+    assert_eq!(far.status, StatusCode::BAD_REQUEST);
+    assert_eq!(far.code(), ErrorCode::Invalid);
+    assert!(String::from_utf8_lossy(&far.body).contains("9999-12-31"));
+    let far = admin.get("/v1/kv/namespaces/todos/values/far").await;
+    assert_eq!(far.code(), ErrorCode::KeyNotFound);
+
     let got = admin.get("/v1/kv/namespaces/todos/values/a").await;
     assert_eq!(got.body, "first");
     assert_eq!(

@@ -89,6 +89,14 @@ proptest! {
 }
 
 #[test]
+fn expirations_are_bounded() {
+    with_store(|store, _| async move {
+        let clock = ManualClock::new(1_800_000_000);
+        verge_kv::conformance::expirations_are_bounded(store, clock).await;
+    });
+}
+
+#[test]
 fn two_stores_on_one_database_act_as_one() {
     with_store(|a, schema| async move {
         let b = Arc::new(PgStore::connect(&url(), &schema).await.unwrap());

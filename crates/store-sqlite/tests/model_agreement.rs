@@ -49,6 +49,19 @@ proptest! {
 }
 
 #[test]
+fn expirations_are_bounded() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_800_000_000);
+        let store = SqliteStore::open(&dir.path().join("kv.db"), Arc::new(clock.clone())).unwrap();
+        verge_kv::conformance::expirations_are_bounded(Arc::new(store), clock).await;
+    });
+}
+
+#[test]
 fn a_bad_cursor_is_an_error_value() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

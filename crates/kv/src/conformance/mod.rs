@@ -83,6 +83,80 @@ pub fn ops() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(op(), 1..40)
 }
 
+/// Expirations are bounded by [`crate::MAX_EXPIRATION`]: the latest one is
+/// kept and read back; one second more, or a TTL reaching past it (up to
+/// `u64::MAX`, which a cast to a signed number would make negative), is
+/// refused with the reason, in a put and in a bulk, and writes nothing.
+/// `store` is fresh; `clock` drives it.
+pub async fn expirations_are_bounded(store: Arc<dyn KvStore>, clock: ManualClock) {
+    use crate::{BulkWrite, KvError, MAX_EXPIRATION};
+    store.create_namespace("bounds").await.unwrap();
+    let ns = Namespace::new(store, "bounds", Arc::new(clock.clone()));
+    let now = crate::Clock::now(&clock);
+    let put = |expiration| PutOptions {
+        expiration,
+        ..PutOptions::default()
+    };
+    let value = || Bytes::from_static(b"v");
+    ns.put(b"latest", value(), put(Expiration::At(MAX_EXPIRATION)))
+        .await
+        .unwrap();
+    let kept = ns
+        .get(b"latest")
+        .await
+        .unwrap()
+        .expect("the latest expiration is kept");
+    assert_eq!(kept.expiration, Some(MAX_EXPIRATION));
+    ns.put(
+        b"longest",
+        value(),
+        put(Expiration::Ttl(MAX_EXPIRATION - now)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ns.get(b"longest").await.unwrap().map(|e| e.expiration),
+        Some(Some(MAX_EXPIRATION))
+    );
+    for expiration in [
+        Expiration::At(MAX_EXPIRATION + 1),
+        Expiration::At(1 << 63),
+        Expiration::At(u64::MAX),
+        Expiration::Ttl(MAX_EXPIRATION - now + 1),
+        Expiration::Ttl(u64::MAX),
+    ] {
+        let refused = ns.put(b"far", value(), put(expiration)).await;
+        assert!(
+            matches!(&refused, Err(KvError::BadExpiration(why)) if why.contains("9999-12-31")),
+            "{expiration:?}: {refused:?}"
+        );
+        let bulk = ns
+            .bulk(vec![
+                BulkWrite::Put {
+                    key: b"near".to_vec(),
+                    value: value(),
+                    options: PutOptions::default(),
+                },
+                BulkWrite::Put {
+                    key: b"far".to_vec(),
+                    value: value(),
+                    options: put(expiration),
+                },
+            ])
+            .await;
+        assert!(
+            matches!(bulk, Err(KvError::BadExpiration(_))),
+            "{expiration:?}: {bulk:?}"
+        );
+    }
+    assert_eq!(ns.get(b"far").await.unwrap(), None);
+    assert_eq!(
+        ns.get(b"near").await.unwrap(),
+        None,
+        "a refused bulk writes nothing"
+    );
+}
+
 /// Applies `ops` to `store` (fresh, driven by `clock`) and to the model;
 /// the first disagreement fails the test case.
 pub async fn agree(
