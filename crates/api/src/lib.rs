@@ -79,25 +79,6 @@ pub enum ErrorCode {
     Unknown,
 }
 
-impl ErrorCode {
-    /// The code as it is written on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Invalid => "invalid",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::NamespaceNotFound => "namespace_not_found",
-            ErrorCode::KeyNotFound => "key_not_found",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::ConditionFailed => "condition_failed",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::StoreUnavailable => "store_unavailable",
-            ErrorCode::Unknown => "unknown",
-        }
-    }
-}
-
 /// `GET /healthz`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]

@@ -171,13 +171,13 @@ fn the_document_follows_openapi_3() {
 
 #[test]
 fn error_codes_round_trip_and_unknown_ones_are_kept_apart() {
-    for code in [
-        ErrorCode::Invalid,
-        ErrorCode::KeyNotFound,
-        ErrorCode::StoreUnavailable,
+    for (code, wire) in [
+        (ErrorCode::Invalid, "invalid"),
+        (ErrorCode::KeyNotFound, "key_not_found"),
+        (ErrorCode::StoreUnavailable, "store_unavailable"),
     ] {
         let text = serde_json::to_string(&code).unwrap();
-        assert_eq!(text, format!("\"{}\"", code.as_str()));
+        assert_eq!(text, format!("\"{wire}\""));
         assert_eq!(serde_json::from_str::<ErrorCode>(&text).unwrap(), code);
     }
     let newer: ErrorCode = serde_json::from_str("\"rate_limited\"").unwrap();
