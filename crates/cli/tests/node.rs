@@ -772,3 +772,93 @@ fn the_cli_finds_the_node_in_flags_environment_or_its_config_file() {
     ]);
     assert!(String::from_utf8_lossy(&flag.stderr).contains("not one of this node's admin tokens"));
 }
+
+/// Sends `head` (request line and headers, without the blank line) as it is
+/// written, for paths an HTTP client would tidy; returns the whole reply.
+fn raw(node: &Node, head: &str) -> String {
+    use std::io::{Read, Write};
+    let address = node.data.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "{head}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply
+}
+
+/// [`raw`]'s status.
+fn raw_status(node: &Node, head: &str) -> u16 {
+    let reply = raw(node, head);
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {reply:?}"))
+}
+
+#[test]
+fn clients_cannot_fire_a_cron_trigger_however_they_write_the_path() {
+    let node = Node::start(&[]);
+    let project = worker(
+        "uptime",
+        &common::example_component("uptime"),
+        "[outbound]\nallow = [\"example.com\"]\n\
+         [[kv_namespaces]]\nbinding = \"UPTIME\"\nnamespace = \"uptime\"\n\
+         [triggers]\ncrons = [\"0 0 1 1 *\"]\n",
+    );
+    deploy(&node, project.path(), &[]);
+    let targets = http::Request::put(format!("{}/targets", node.data))
+        .header("host", "uptime.localhost")
+        .body(r#"{"urls": ["http://refused.invalid/"]}"#)
+        .unwrap();
+    let set = common::Reply::from(common::agent().run(targets));
+    assert_eq!(set.status, 200, "{}", set.text());
+
+    let query = "?cron=0+0+1+1+*&time=1800000000000";
+    for path in [
+        "/.well-known/verge/scheduled",
+        "//.well-known/verge/scheduled",
+        "/./.well-known/verge/scheduled",
+        "/%2ewell-known/verge/scheduled",
+        "/.WELL-KNOWN/verge/scheduled",
+    ] {
+        for header in ["", "\r\nverge-scheduled: 1"] {
+            let head = format!("POST {path}{query} HTTP/1.1\r\nhost: uptime.localhost{header}");
+            assert_eq!(raw_status(&node, &head), 404, "{head}");
+        }
+    }
+    let latest = node.get("uptime.localhost", "/latest");
+    assert_eq!(
+        latest.status,
+        404,
+        "a forged run stored results: {}",
+        latest.text()
+    );
+
+    // The node's own run still reaches the handler.
+    succeed(node.cli().args(["cron", "run", "--name", "uptime"]));
+    let latest = node.get("uptime.localhost", "/latest");
+    assert_eq!(latest.status, 200, "{}", latest.text());
+    assert!(
+        latest.text().contains("refused.invalid"),
+        "{}",
+        latest.text()
+    );
+}
+
+#[test]
+fn the_scheduled_header_never_reaches_a_guest_from_a_client() {
+    let node = Node::start(&[]);
+    let project = worker("probe", &fixtures(), "");
+    deploy(&node, project.path(), &[]);
+    let reply = raw(
+        &node,
+        "GET /headers HTTP/1.1\r\nhost: probe.localhost\r\nx-probe: kept\r\nverge-scheduled: 1",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("x-probe: kept"), "{reply}");
+    assert!(!reply.contains("verge-scheduled"), "{reply}");
+}

@@ -13,7 +13,7 @@ use http::Request;
 use verge_deploy::Deployment;
 use verge_manifest::{RoutePattern, Schedule};
 use verge_runtime::Worker;
-use verge_runtime::server::Dispatch;
+use verge_runtime::server::{Dispatch, SCHEDULED_HEADER};
 
 /// A worker taking traffic: its deployment and the loaded versions in it.
 pub struct Live {
@@ -223,14 +223,42 @@ pub fn request_host<B>(request: &Request<B>) -> String {
 /// on `verge dev`'s node, where firing a trigger by hand is the point.
 pub const SCHEDULED_PATH: &str = "/.well-known/verge/scheduled";
 
+/// The path's segments as a guest's router may read them: unescaped,
+/// lowercase, without empty or `.` segments (`//.WELL-KNOWN/%76erge/` is
+/// `.well-known/verge`).
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .to_lowercase()
+        })
+        .filter(|s| !s.is_empty() && s != ".")
+        .collect()
+}
+
+/// Whether `path` is under `/.well-known/verge/`, however it is written.
+fn is_reserved(path: &str) -> bool {
+    let segments = segments(path);
+    segments.len() >= 2 && segments[0] == ".well-known" && segments[1] == "verge"
+}
+
 impl Dispatch for Registry {
-    fn route(&self, request: &Request<hyper::body::Incoming>) -> Result<Arc<Worker>, String> {
+    fn route(&self, request: &mut Request<hyper::body::Incoming>) -> Result<Arc<Worker>, String> {
         let path = request.uri().path();
-        if path.starts_with("/.well-known/verge/") && !self.dev {
-            return Err(format!(
-                "{path} is reserved for the node's own cron triggers; \
-                 run one by hand with `verge cron run` (the admin API's POST /v1/workers/NAME/schedules/run)"
-            ));
+        if is_reserved(path) {
+            if !self.dev {
+                return Err(format!(
+                    "{path} is reserved for the node's own cron triggers; \
+                     run one by hand with `verge cron run` (the admin API's POST /v1/workers/NAME/schedules/run)"
+                ));
+            }
+            // `verge dev`: firing a trigger by hand is a scheduled run.
+            if path == SCHEDULED_PATH {
+                request
+                    .headers_mut()
+                    .insert(SCHEDULED_HEADER, http::HeaderValue::from_static("1"));
+            }
         }
         let host = request_host(request);
         let live = self.find(&host, request.uri().path())?;
@@ -256,5 +284,27 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(request_host(&no_header), "h.example");
+    }
+
+    #[test]
+    fn the_reserved_prefix_is_found_however_the_path_is_written() {
+        for path in [
+            "/.well-known/verge/scheduled",
+            "//.well-known/verge/scheduled",
+            "/./.well-known//verge/scheduled",
+            "/.WELL-KNOWN/Verge/scheduled",
+            "/%2ewell-known/%76erge/scheduled",
+            "/.well-known/verge",
+        ] {
+            assert!(is_reserved(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/.well-known/other",
+            "/verge/.well-known",
+            "/.well-known-verge/x",
+        ] {
+            assert!(!is_reserved(path), "{path}");
+        }
     }
 }

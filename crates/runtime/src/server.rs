@@ -122,10 +122,18 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Guarded<S> {
     }
 }
 
+/// The request header that marks a scheduled run (a cron tick) from the
+/// node itself. The server removes it from every client request before
+/// routing, so a guest that sees it knows the node sent the request, whatever
+/// its path says.
+pub const SCHEDULED_HEADER: &str = "verge-scheduled";
+
 /// Finds the worker for a request.
 pub trait Dispatch: Send + Sync + 'static {
     /// The worker that serves `request`, or why none does (sent with a 404).
-    fn route(&self, request: &Request<Incoming>) -> Result<Arc<Worker>, String>;
+    /// It may add to the request what the node vouches for (as `verge dev`
+    /// does with [`SCHEDULED_HEADER`] on its scheduled path).
+    fn route(&self, request: &mut Request<Incoming>) -> Result<Arc<Worker>, String>;
 }
 
 /// One worker serving every request (a node routes among many; see
@@ -148,7 +156,7 @@ impl SingleWorker {
 }
 
 impl Dispatch for SingleWorker {
-    fn route(&self, _: &Request<Incoming>) -> Result<Arc<Worker>, String> {
+    fn route(&self, _: &mut Request<Incoming>) -> Result<Arc<Worker>, String> {
         Ok(self.current())
     }
 }
@@ -209,7 +217,9 @@ pub async fn serve(
         };
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(deadline.clone());
-            let worker = dispatch.route(&request);
+            // Only the node may say a request is a scheduled run.
+            request.headers_mut().remove(SCHEDULED_HEADER);
+            let worker = dispatch.route(&mut request);
             async move {
                 Ok::<_, Infallible>(match worker {
                     Ok(worker) => worker.handle(request).await,

@@ -89,7 +89,7 @@ pub use http;
 pub use json::{RequestExt, json};
 pub use kv::{Kv, KvError};
 pub use router::{Params, Router};
-pub use scheduled::{SCHEDULED_PATH, ScheduledEvent};
+pub use scheduled::{SCHEDULED_HEADER, SCHEDULED_PATH, ScheduledEvent};
 pub use verge_sdk_macros::handler;
 
 /// A request as a handler sees it, its body read whole.

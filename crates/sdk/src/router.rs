@@ -178,7 +178,9 @@ impl<S: Clone + 'static> Router<S> {
     }
 
     /// Routes the node's scheduled runs (cron triggers) to `handler`, which
-    /// gets the tick; a run that returns `Ok` answers 204.
+    /// gets the tick; a run that returns `Ok` answers 204. Only requests
+    /// the node marked with [`SCHEDULED_HEADER`](crate::SCHEDULED_HEADER)
+    /// reach it; a client's request to the same path is a 404.
     ///
     /// ```no_run
     /// use verge_sdk::{Env, Router, ScheduledEvent};
@@ -199,6 +201,11 @@ impl<S: Clone + 'static> Router<S> {
         self.on(Method::POST, SCHEDULED_PATH, move |req, _, state| {
             let handler = handler.clone();
             async move {
+                if !ScheduledEvent::is_scheduled(&req) {
+                    return Err(Error::not_found(format!(
+                        "{SCHEDULED_PATH} takes only the node's scheduled runs"
+                    )));
+                }
                 let event = ScheduledEvent::from_request(&req)?;
                 handler(event, state).await?;
                 let mut response = Response::new(Bytes::new());
@@ -359,10 +366,14 @@ mod tests {
                 seen.borrow_mut().push(event);
                 Ok(())
             });
-        let run = |uri: &str| {
-            let request = http::Request::post(uri).body(Bytes::new()).unwrap();
-            block_on(router.handle(request, seen.clone())).status()
+        let send = |uri: &str, from_node: bool| {
+            let mut request = http::Request::post(uri);
+            if from_node {
+                request = request.header(crate::SCHEDULED_HEADER, "1");
+            }
+            block_on(router.handle(request.body(Bytes::new()).unwrap(), seen.clone())).status()
         };
+        let run = |uri: &str| send(uri, true);
         assert_eq!(
             run("/.well-known/verge/scheduled?cron=*/5+*+*+*+*&time=42"),
             StatusCode::NO_CONTENT
@@ -379,5 +390,14 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR
         );
         assert_eq!(run("/.well-known/verge/scheduled"), StatusCode::BAD_REQUEST);
+        // Without the node's header the path alone reaches nothing, however
+        // it is written.
+        for forged in [
+            "/.well-known/verge/scheduled?cron=*/5+*+*+*+*",
+            "//.well-known/verge/scheduled?cron=*/5+*+*+*+*",
+        ] {
+            assert_eq!(send(forged, false), StatusCode::NOT_FOUND, "{forged}");
+        }
+        assert_eq!(seen.borrow().len(), 1);
     }
 }

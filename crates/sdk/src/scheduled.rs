@@ -3,8 +3,12 @@
 //! cluster calls the worker with a `POST` to [`SCHEDULED_PATH`] carrying the
 //! schedule and the tick in the query, under the same limits as any request.
 //! [`Router::scheduled`](crate::Router::scheduled) routes it to a handler.
-//! Clients cannot reach the path on a node; under `verge dev` they can, to
-//! fire a trigger by hand:
+//! The node marks the run with the [`SCHEDULED_HEADER`] request header,
+//! which it removes from every client's request, and
+//! [`Router::scheduled`](crate::Router::scheduled) takes only requests that
+//! carry it: a client cannot fire a trigger by writing the path (a worker
+//! that reads requests itself should check the header the same way). Under
+//! `verge dev` a client may, to fire a trigger by hand:
 //!
 //! ```text
 //! curl -X POST 'http://127.0.0.1:8787/.well-known/verge/scheduled?cron=*/5+*+*+*+*'
@@ -14,6 +18,10 @@ use crate::{Error, Request};
 
 /// The path scheduled runs arrive on.
 pub const SCHEDULED_PATH: &str = "/.well-known/verge/scheduled";
+
+/// The request header that marks a run as the node's own; no client
+/// request reaches a worker with it.
+pub const SCHEDULED_HEADER: &str = "verge-scheduled";
 
 /// One tick of a schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +69,14 @@ fn now_ms() -> u64 {
 }
 
 impl ScheduledEvent {
+    /// Whether the node sent `request` as a scheduled run (it carries
+    /// [`SCHEDULED_HEADER`]).
+    pub fn is_scheduled(request: &Request) -> bool {
+        request.headers().contains_key(SCHEDULED_HEADER)
+    }
+
     /// The event `request` carries: `Err` (a 400) if it names no schedule.
+    /// It does not check who sent it: see [`ScheduledEvent::is_scheduled`].
     pub fn from_request(request: &Request) -> Result<ScheduledEvent, Error> {
         let mut cron = None;
         let mut time = None;

@@ -10,6 +10,7 @@ use verge_deploy::{CronRun, RunOutcome, StoreError};
 
 use super::{Node, NodeError, not_deployed};
 use crate::registry::SCHEDULED_PATH;
+use verge_runtime::server::SCHEDULED_HEADER;
 
 /// Ticks a node catches up on at most after falling behind (a stalled
 /// process, a suspended machine); older ones are skipped.
@@ -142,7 +143,8 @@ impl Node {
     }
 
     /// Calls `worker`'s scheduled handler: a `POST` to [`SCHEDULED_PATH`]
-    /// with the schedule and the tick in the query, through the same path
+    /// with the schedule and the tick in the query and [`SCHEDULED_HEADER`]
+    /// (which no client request keeps), through the same path
     /// as any request (limits, request log, metrics, tail).
     async fn invoke_scheduled(&self, worker: &str, cron: &str, tick: u64) -> RunOutcome {
         let failed = |error: String| RunOutcome {
@@ -162,6 +164,7 @@ impl Node {
                 http::header::HOST,
                 format!("{worker}.{}", self.config.domain),
             )
+            .header(SCHEDULED_HEADER, "1")
             .body(Bytes::new());
         let request = match request {
             Ok(request) => request,

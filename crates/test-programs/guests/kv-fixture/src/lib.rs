@@ -88,7 +88,7 @@ impl Guest for KvFixture {
             },
             // A cron tick: counts runs per tick, so tests can see each ran
             // once.
-            "/.well-known/verge/scheduled" => {
+            "/.well-known/verge/scheduled" if request.headers().has("verge-scheduled") => {
                 let time = arg("time").unwrap_or_default();
                 match bucket.increment(format!("tick:{time}").as_bytes(), 1) {
                     Ok(n) => respond(out, 200, &[], n.to_string().as_bytes()),
