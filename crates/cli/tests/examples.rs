@@ -689,3 +689,85 @@ fn uptime_checks_its_targets_on_each_tick() {
     let unnamed = dev.send("POST", "/.well-known/verge/scheduled", &[], None);
     assert_eq!(unnamed.status, 400, "{}", unnamed.text());
 }
+
+/// `POST /check` on a node's uptime worker.
+fn node_check(node: &common::node::Node, urls: &[String]) -> Vec<Value> {
+    let request = http::Request::post(format!("{}/check", node.data))
+        .header("host", "uptime.localhost")
+        .header("content-type", "application/json")
+        .body(json!({ "urls": urls }).to_string())
+        .unwrap();
+    let reply = Reply::from(common::agent().run(request));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    body(&reply)["results"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_node_keeps_workers_off_loopback_private_and_metadata_addresses_whatever_they_allow() {
+    use common::node::{Node, deploy, worker};
+    let (port, served) = upstream();
+    // The worker allows every name it tries: the node's policy is what
+    // stands between it and the node's own network.
+    let manifest = "[outbound]\nallow = [\"127.0.0.1:*\", \"localhost:*\", \"169.254.169.254\", \"10.0.0.1\"]\n";
+    let targets = vec![
+        format!("http://127.0.0.1:{port}/"),
+        // A name that passes the allow-list and resolves to loopback: the
+        // address is what counts.
+        format!("http://localhost:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.1/".to_string(),
+    ];
+    let node = Node::start(&["--max-cpu-ms", "1000"]);
+    let project = worker("uptime", &example_component("uptime"), manifest);
+    deploy(&node, project.path(), &[]);
+    let results = node_check(&node, &targets);
+    for result in &results {
+        let error = result["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{result}"));
+        assert!(error.contains("not let workers reach"), "{result}");
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        0,
+        "a refused fetch reached the upstream"
+    );
+    common::node::eventually("the reason in the node's log", || {
+        node.stderr()
+            .iter()
+            .any(|l| l.contains("resolves to 127.0.0.1, a loopback address"))
+    });
+    drop(node);
+
+    // An operator opens a network on purpose.
+    let node = Node::start(&[
+        "--max-cpu-ms",
+        "1000",
+        "--outbound-allow-network",
+        "127.0.0.0/8",
+    ]);
+    let project = worker("uptime", &example_component("uptime"), manifest);
+    deploy(&node, project.path(), &[]);
+    let results = node_check(&node, &targets[..1]);
+    assert_eq!(results[0]["status"], 200, "{results:?}");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    // TLS to a server that does not speak it is an error for the guest.
+    let results = node_check(&node, &[format!("https://127.0.0.1:{port}/")]);
+    let error = results[0]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{results:?}"));
+    assert!(error.starts_with("outbound request failed"), "{error}");
+    let results = node_check(&node, &targets[2..3]);
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not let workers reach"),
+        "{results:?}"
+    );
+    common::node::eventually("the metadata address refused still", || {
+        node.stderr()
+            .iter()
+            .any(|l| l.contains("resolves to 169.254.169.254, a link-local address"))
+    });
+}

@@ -113,6 +113,10 @@ pub struct NodeConfig {
     /// not work (PgBouncer in transaction mode, some PostgreSQL-compatible
     /// databases): the node then reads the change log every second.
     pub store_listen: bool,
+    /// Special-purpose networks (private, loopback, link-local ...) that
+    /// workers' outbound requests may reach; public addresses need no entry.
+    /// A dev node reaches loopback too.
+    pub outbound_allow_networks: Vec<verge_runtime::IpNet>,
     /// A `verge dev` node: its one worker also takes requests for any host,
     /// and its cron triggers can be fired by hand at
     /// [`SCHEDULED_PATH`](crate::registry::SCHEDULED_PATH). A node that
@@ -144,6 +148,7 @@ pub struct ConfigLayer {
     pub error_detail: Option<bool>,
     pub kv_cache_mib: Option<u64>,
     pub store_listen: Option<bool>,
+    pub outbound_allow_networks: Option<Vec<String>>,
     #[serde(default)]
     pub ceilings: CeilingsLayer,
     /// Set by `verge dev` alone, never by a config file ([`NodeConfig::dev`]).
@@ -232,6 +237,9 @@ impl ConfigLayer {
             error_detail: self.error_detail.or(lower.error_detail),
             kv_cache_mib: self.kv_cache_mib.or(lower.kv_cache_mib),
             store_listen: self.store_listen.or(lower.store_listen),
+            outbound_allow_networks: self
+                .outbound_allow_networks
+                .or(lower.outbound_allow_networks),
             ceilings: CeilingsLayer {
                 cpu_ms: self.ceilings.cpu_ms.or(lower.ceilings.cpu_ms),
                 wall_ms: self.ceilings.wall_ms.or(lower.ceilings.wall_ms),
@@ -445,6 +453,12 @@ impl NodeConfig {
                 "give the cache's size in MiB, e.g. kv_cache_mib = 256; 0 turns it off",
             ));
         }
+        let outbound_allow_networks = layer
+            .outbound_allow_networks
+            .unwrap_or_default()
+            .iter()
+            .map(|text| parse_network(text))
+            .collect::<Result<_, _>>()?;
         Ok(NodeConfig {
             listen,
             admin_listen,
@@ -466,9 +480,26 @@ impl NodeConfig {
             error_detail: layer.error_detail.unwrap_or(false),
             kv_cache: (kv_cache_mib * MIB) as usize,
             store_listen: layer.store_listen.unwrap_or(true),
+            outbound_allow_networks,
             dev: layer.dev,
         })
     }
+}
+
+/// A network in CIDR notation (`10.0.0.0/8`), or one address.
+fn parse_network(text: &str) -> Result<verge_runtime::IpNet, ConfigError> {
+    let text = text.trim();
+    text.parse::<verge_runtime::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(verge_runtime::IpNet::from))
+        .map_err(|_| {
+            error(
+                format!(
+                    "`outbound_allow_networks` (--outbound-allow-network, \
+                     VERGE_OUTBOUND_ALLOW_NETWORKS) has {text:?}, not a network"
+                ),
+                "give networks in CIDR notation, e.g. [\"10.0.0.0/8\", \"fd00::/8\"], or single addresses",
+            )
+        })
 }
 
 #[cfg(test)]
@@ -509,6 +540,36 @@ mod tests {
                 url: "postgres://root@db/verge".into(),
                 schema: "verge".into()
             }
+        );
+    }
+
+    #[test]
+    fn outbound_networks_are_cidrs_or_addresses() {
+        let config = NodeConfig::from_layer(ConfigLayer {
+            outbound_allow_networks: Some(vec!["10.0.0.0/8".into(), "192.168.1.7".into()]),
+            ..layer()
+        })
+        .unwrap();
+        let networks: Vec<String> = config
+            .outbound_allow_networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(networks, ["10.0.0.0/8", "192.168.1.7/32"]);
+        let bad = NodeConfig::from_layer(ConfigLayer {
+            outbound_allow_networks: Some(vec!["10.0.0.0/33".into()]),
+            ..layer()
+        })
+        .unwrap_err();
+        assert!(
+            bad.message.contains("\"10.0.0.0/33\", not a network"),
+            "{bad}"
+        );
+        assert!(
+            NodeConfig::from_layer(layer())
+                .unwrap()
+                .outbound_allow_networks
+                .is_empty()
         );
     }
 

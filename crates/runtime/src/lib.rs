@@ -12,6 +12,7 @@
 mod body;
 mod cache;
 pub mod cpu;
+mod egress;
 mod error;
 mod fair;
 pub mod guest_log;
@@ -28,6 +29,7 @@ mod worker;
 
 pub use body::{BodyAborted, ResponseBody};
 pub use cache::{CompileCache, CompileSource, component_hash};
+pub use egress::{AddressPolicy, IpNet, SpecialPurpose};
 pub use error::{LoadError, RuntimeError};
 pub use kv::{KvBindings, KvStats};
 pub use limits::{LimitAboveCeiling, LimitUnits, Limits};

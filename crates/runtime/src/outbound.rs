@@ -13,6 +13,7 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::egress::{AddressPolicy, SendError};
 use crate::guest_log::{GuestLog, LogStream};
 
 /// Decides whether a worker may send a request to a URI.
@@ -64,6 +65,8 @@ type SendFuture = Box<
 pub(crate) struct OutboundPolicy {
     pub(crate) log: GuestLog,
     pub(crate) allowed: AllowedHosts,
+    /// The node's rule on which addresses any worker may reach.
+    pub(crate) addresses: AddressPolicy,
     /// Requests allowed per incoming request.
     pub(crate) budget: u32,
     /// Requests sent during the current incoming request.
@@ -78,8 +81,7 @@ impl OutboundPolicy {
         line: String,
         error: HttpError,
     ) -> SendFuture {
-        let mut stderr = self.log.stream(LogStream::Stderr);
-        let _ = wasmtime_wasi::p2::OutputStream::write(&mut stderr, format!("{line}\n").into());
+        note(&self.log, line);
         Box::new(async move {
             // Take in the body the guest may still be sending before
             // answering: dropping it at once would fail the guest's body
@@ -93,6 +95,12 @@ impl OutboundPolicy {
             Err(error)
         })
     }
+}
+
+/// Writes `line` to the request's guest log (stderr).
+fn note(log: &GuestLog, line: String) {
+    let mut stderr = log.stream(LogStream::Stderr);
+    let _ = wasmtime_wasi::p2::OutputStream::write(&mut stderr, format!("{line}\n").into());
 }
 
 /// How long a refused request's body is read before the refusal is sent.
@@ -138,12 +146,25 @@ impl WasiHttpHooks for OutboundPolicy {
             );
         }
         self.sent += 1;
+        let addresses = self.addresses.clone();
+        let log = self.log.clone();
         Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            match crate::egress::send(request, options, &addresses).await {
+                Ok(sent) => Ok(sent),
+                Err(SendError::Prohibited { address, kind }) => {
+                    let host = uri.host().unwrap_or("?");
+                    note(
+                        &log,
+                        format!(
+                            "verge: outbound request to {uri} denied: {host} resolves to {address}, \
+                             {kind}, which this node does not let workers reach; its operator can \
+                             allow the network with `outbound_allow_networks` in the node config"
+                        ),
+                    );
+                    Err(HttpError::DestinationIpProhibited)
+                }
+                Err(SendError::Failed(e)) => Err(e),
+            }
         })
     }
 }

@@ -12,6 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::cache::{CompileCache, CompileSource, component_hash};
 use crate::cpu::CpuMeter;
+use crate::egress::AddressPolicy;
 use crate::error::{LoadError, RuntimeError};
 use crate::fair::{Fair, Gate, WorkerId};
 use crate::limits::Limits;
@@ -51,6 +52,8 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Receives a summary of every request.
     pub sink: Arc<dyn RequestSink>,
+    /// Which addresses guests' outbound requests may connect to.
+    pub outbound_addresses: AddressPolicy,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +69,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             epoch_tick: Duration::from_millis(1),
             sink: Arc::new(TracingSink),
+            outbound_addresses: AddressPolicy::default(),
         }
     }
 }

@@ -57,6 +57,7 @@ impl InstanceState {
             hooks: OutboundPolicy {
                 log: log.clone(),
                 allowed: worker.outbound.clone(),
+                addresses: worker.runtime.config.outbound_addresses.clone(),
                 budget: worker.limits.subrequests,
                 sent: 0,
             },

@@ -19,6 +19,13 @@ pub enum FetchError {
         /// The host the guest asked for.
         host: String,
     },
+    /// The host resolves to an address the node keeps workers from
+    /// (loopback, private, link-local, other special-purpose ranges) unless
+    /// its operator allows that network.
+    Prohibited {
+        /// The host the guest asked for.
+        host: String,
+    },
     /// The request's subrequest budget is spent.
     LimitReached(String),
     /// The request could not be built (bad URI, forbidden header ...).
@@ -33,6 +40,12 @@ impl fmt::Display for FetchError {
             FetchError::Denied { host } => write!(
                 f,
                 "outbound request to {host} denied: add \"{host}\" to `allow` under [outbound] in verge.toml"
+            ),
+            FetchError::Prohibited { host } => write!(
+                f,
+                "outbound request to {host} denied: it resolves to an address the node does not \
+                 let workers reach (loopback, private, link-local or special-purpose; the \
+                 worker's log has which)"
             ),
             FetchError::LimitReached(why) => f.write_str(why),
             FetchError::Invalid(why) => write!(f, "invalid outbound request: {why}"),
@@ -93,6 +106,9 @@ fn classify(error: wstd::http::Error, host: &str) -> FetchError {
         Some(ErrorCode::HttpRequestDenied) => FetchError::Denied {
             host: host.to_string(),
         },
+        Some(ErrorCode::DestinationIpProhibited) => FetchError::Prohibited {
+            host: host.to_string(),
+        },
         Some(ErrorCode::InternalError(Some(why))) if why.starts_with("subrequest limit") => {
             FetchError::LimitReached(why.clone())
         }
@@ -132,6 +148,10 @@ mod tests {
         assert!(matches!(
             classify(ErrorCode::HttpRequestDenied.into(), "h"),
             FetchError::Denied { .. }
+        ));
+        assert!(matches!(
+            classify(ErrorCode::DestinationIpProhibited.into(), "h"),
+            FetchError::Prohibited { .. }
         ));
         assert!(matches!(
             classify(ErrorCode::ConnectionRefused.into(), "h"),

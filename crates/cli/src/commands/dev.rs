@@ -65,6 +65,16 @@ pub(crate) struct DevArgs {
     #[arg(long)]
     no_error_detail: bool,
 
+    /// A private or other special-purpose network (CIDR) the worker's
+    /// outbound requests may reach, as on a node; loopback needs none under
+    /// `verge dev`. Repeat for more.
+    #[arg(
+        long = "outbound-allow-network",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    outbound_allow_networks: Vec<String>,
+
     /// Do not rebuild and reload the worker when its sources change.
     #[arg(long)]
     no_watch: bool,
@@ -113,6 +123,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
         drain_timeout_s: args.drain_timeout_s,
         pooling: args.no_pooling.then_some(false),
         error_detail: Some(!args.no_error_detail),
+        outbound_allow_networks: Some(args.outbound_allow_networks.clone()),
         ceilings: args.ceilings.layer(),
         dev: true,
         ..ConfigLayer::default()

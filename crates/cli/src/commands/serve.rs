@@ -44,6 +44,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "VERGE_KV_CACHE_MIB")]
     kv_cache_mib: Option<u64>,
 
+    /// A private or other special-purpose network (CIDR) workers' outbound
+    /// requests may reach; repeat for more. Public addresses need none.
+    #[arg(
+        long = "outbound-allow-network",
+        value_name = "CIDR",
+        env = "VERGE_OUTBOUND_ALLOW_NETWORKS",
+        value_delimiter = ','
+    )]
+    outbound_allow_networks: Vec<String>,
+
     /// Do not LISTEN for PostgreSQL change notifications; read the change
     /// log every second instead (behind PgBouncer in transaction mode).
     #[arg(long)]
@@ -182,6 +192,8 @@ impl ServeArgs {
             error_detail: self.error_detail.then_some(true),
             kv_cache_mib: self.kv_cache_mib,
             store_listen: self.no_store_listen.then_some(false),
+            outbound_allow_networks: (!self.outbound_allow_networks.is_empty())
+                .then(|| self.outbound_allow_networks.clone()),
             ceilings: self.ceilings.layer(),
             dev: false,
         })

@@ -12,7 +12,7 @@ use verge_deploy::{
 };
 use verge_kv::{CachedStore, Clock, KvStore};
 use verge_manifest::Manifest;
-use verge_runtime::{CompileSource, RequestSink, Runtime, RuntimeConfig};
+use verge_runtime::{AddressPolicy, CompileSource, RequestSink, Runtime, RuntimeConfig};
 
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
@@ -152,6 +152,10 @@ impl Node {
             pooling: config.pooling,
             cache_dir: Some(config.data_dir.join("compiled")),
             sink,
+            outbound_addresses: AddressPolicy::new(
+                config.outbound_allow_networks.clone(),
+                config.dev,
+            ),
             ..RuntimeConfig::default()
         })?;
         let node = Arc::new(Node {
