@@ -231,15 +231,13 @@ pub(crate) async fn send(
     let response = sender.send_request(request);
     let response = within(first_byte, HttpError::ConnectionReadTimeout, async {
         tokio::pin!(response);
-        loop {
-            tokio::select! {
-                response = &mut response => break response.map_err(|e| SendError::Failed(e.into())),
-                ended = &mut connection => {
-                    // The connection ended before the head arrived: the
-                    // send fails with the reason, or reports what is left.
-                    ended.map_err(|e| SendError::Failed(e.into()))?;
-                    break response.await.map_err(|e| SendError::Failed(e.into()));
-                }
+        tokio::select! {
+            response = &mut response => response.map_err(|e| SendError::Failed(e.into())),
+            ended = &mut connection => {
+                // The connection ended before the head arrived: the send
+                // fails with the reason, or reports what is left.
+                ended.map_err(|e| SendError::Failed(e.into()))?;
+                response.await.map_err(|e| SendError::Failed(e.into()))
             }
         }
     })
