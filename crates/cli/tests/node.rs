@@ -207,6 +207,29 @@ fn invalid_deploys_are_refused_and_the_running_version_keeps_serving() {
     assert_eq!(node.get("other.localhost", "/plain").status, 404);
     assert_eq!(node.get("shop.test", "/env?name=VERSION").text(), "good");
 
+    // Nor the host `app` answers at by name, nor all names under the domain.
+    for route in ["app.localhost/*", "*.localhost/*", "localhost/*"] {
+        let thief = worker("thief", &fixtures, &format!("routes = [{route:?}]\n"));
+        let error = deploy_refused(&node, thief.path());
+        assert!(
+            error.contains(&format!(
+                "route `{route}` reaches hosts under this node's domain"
+            )),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        node.get("app.localhost", "/env?name=VERSION").text(),
+        "good"
+    );
+    // Its own name and names under it are its to route.
+    let own = worker("own", &fixtures, "routes = [\"api.own.localhost/*\"]\n");
+    deploy(&node, own.path(), &[]);
+    assert_eq!(
+        node.get("api.own.localhost", "/plain").text(),
+        "hello world\n"
+    );
+
     // The manifest's name must be the worker deployed to.
     let versions = node.admin_call("GET", "/v1/workers/app/versions", Some(TOKEN), None);
     assert_eq!(json_of(&versions)["versions"].as_array().unwrap().len(), 1);

@@ -40,6 +40,12 @@ impl RoutePattern {
             }
     }
 
+    /// The host part: whether it is a wildcard, and the host (for a
+    /// wildcard, the suffix after `*`, e.g. `.example.com`).
+    pub fn host(&self) -> (bool, &str) {
+        (self.wildcard_host, &self.host)
+    }
+
     /// How specific the pattern is: of two patterns matching one request,
     /// the greater key wins.
     pub fn specificity(&self) -> (bool, usize, usize, bool) {

@@ -109,14 +109,27 @@ impl Registry {
         let mut slot = self.table.write().unwrap_or_else(|p| p.into_inner());
         let mut table = Table::clone(&slot);
         change(&mut table);
-        table.routes = table
-            .workers
-            .iter()
-            .flat_map(|(name, live)| live.routes.iter().map(|r| (r.clone(), name.clone())))
-            .collect();
-        table
-            .routes
-            .sort_by_key(|(route, _)| std::cmp::Reverse(route.specificity()));
+        let mut routes = Vec::new();
+        for (name, live) in &table.workers {
+            for route in &live.routes {
+                // Refused at deploy; a version deployed before that check
+                // does not get another worker's traffic either.
+                match self.foreign_host(name, route) {
+                    Some(why) => tracing::warn!(worker = %name, "route ignored: {why}"),
+                    None => routes.push((route.clone(), name.clone())),
+                }
+            }
+        }
+        // Most specific first. Two different patterns that match one request
+        // never have the same specificity, so the order between them does
+        // not depend on the map's; names break ties for a stable table.
+        routes.sort_by(|(a, a_name), (b, b_name)| {
+            b.specificity()
+                .cmp(&a.specificity())
+                .then_with(|| a.to_string().cmp(&b.to_string()))
+                .then_with(|| a_name.cmp(b_name))
+        });
+        table.routes = routes;
         *slot = Arc::new(table);
     }
 
@@ -158,6 +171,32 @@ impl Registry {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// Why `route` may not be `worker`'s: it reaches hosts under the node's
+    /// domain other than the worker's own `NAME.<domain>` (and its
+    /// subdomains), which belong to other workers, present or future.
+    pub fn foreign_host(&self, worker: &str, route: &RoutePattern) -> Option<String> {
+        let domain = &self.domain_suffix[1..];
+        let own = format!(".{worker}{}", self.domain_suffix);
+        let under_own = |host: &str| host.ends_with(&own) || host == &own[1..];
+        let (wildcard, host) = route.host();
+        let foreign = if wildcard {
+            // `*.x` matches hosts ending in `.x`: all of the domain when the
+            // domain ends with it, a part when it ends with the domain.
+            self.domain_suffix.ends_with(host)
+                || (host.ends_with(&self.domain_suffix) && !under_own(host))
+        } else {
+            (host == domain || host.ends_with(&self.domain_suffix)) && !under_own(host)
+        };
+        foreign.then(|| {
+            format!(
+                "route `{route}` reaches hosts under this node's domain `{domain}`, where each \
+                 worker answers at NAME.{domain}; a worker's routes may use only its own \
+                 `{}` and names under it",
+                &own[1..]
+            )
+        })
     }
 
     /// A route of another worker identical to one of `routes`, with that
@@ -284,6 +323,38 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(request_host(&no_header), "h.example");
+    }
+
+    #[test]
+    fn routes_cannot_reach_other_workers_hosts_under_the_domain() {
+        let registry = Registry::new("workers.example.com", false);
+        let foreign = |worker: &str, route: &str| {
+            registry
+                .foreign_host(worker, &route.parse().unwrap())
+                .is_some()
+        };
+        for route in [
+            "victim.workers.example.com/*",
+            "victim.workers.example.com/admin",
+            "workers.example.com",
+            "*.workers.example.com",
+            "*.example.com/*",
+            "*.com",
+            "*.victim.workers.example.com",
+            "api.victim.workers.example.com",
+        ] {
+            assert!(foreign("app", route), "{route}");
+        }
+        for route in [
+            "app.workers.example.com/api/*",
+            "api.app.workers.example.com",
+            "*.app.workers.example.com/*",
+            "api.example.com/*",
+            "*.other.example.com",
+            "example.com",
+        ] {
+            assert!(!foreign("app", route), "{route}");
+        }
     }
 
     #[test]

@@ -47,6 +47,16 @@ impl Node {
                 "deploy to the worker the manifest names, or change `name` in verge.toml",
             ));
         }
+        if let Some(why) = manifest
+            .routes
+            .iter()
+            .find_map(|route| self.registry.foreign_host(&request.worker, route))
+        {
+            return Err(invalid(
+                why,
+                "route a domain of its own instead (e.g. api.example.com/*); the worker already answers at NAME.<domain>",
+            ));
+        }
         if let Some((route, owner)) = self
             .registry
             .route_conflict(&request.worker, &manifest.routes)
