@@ -6,10 +6,11 @@
 //! Large values stay out of listing by PostgreSQL's own TOAST storage: a
 //! list query never selects the value column, and values above ~2 KiB are
 //! kept out of line, so scanning keys never reads them. Generations come
-//! from one sequence, taken only by writes that happen. Each write takes a
-//! transaction-scoped advisory lock on its key first, so conditional puts and
-//! increments are atomic across every node sharing the database; a batch of
-//! writes is one transaction. Expired entries are invisible to every read
+//! from one sequence, taken only by writes that happen. A batch of writes is
+//! one transaction that first locks the rows of its keys, in key order, with
+//! a placeholder row for a key that has none (see `write.rs`), so
+//! conditional puts and increments are atomic across every node sharing the
+//! database, without a slot of the server's lock table per key. Expired entries are invisible to every read
 //! and removed by [`PgStore::sweep_expired`].
 //!
 //! [`PgStore`] implements [`verge_kv::KvStore`]; [`PgControl`], on the same

@@ -1,4 +1,7 @@
-//! Writes: one transaction per batch, an advisory lock per key.
+//! Writes: one transaction per batch, which locks the rows of its keys
+//! first (placeholders for absent keys), in key order.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use tokio_postgres::Transaction;
@@ -59,22 +62,71 @@ pub(crate) async fn apply(
     }
 }
 
-/// A stable 64-bit id for the lock of `key` in namespace `ns` (FNV-1a):
-/// the same on every node.
-fn lock_id(ns: i64, key: &[u8]) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in ns.to_le_bytes().iter().chain(key) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash as i64
-}
-
+#[derive(Clone)]
 struct Current {
     value: Vec<u8>,
     metadata: Option<String>,
     expiration: Option<i64>,
     generation: i64,
+}
+
+/// The generation of a placeholder row: real ones come from
+/// `kv_generation`, which starts at 1.
+const PLACEHOLDER: i64 = 0;
+
+/// Locks the rows of `keys` (sorted, distinct) for the transaction and
+/// returns what each holds (`None`: absent). A key without a row gets a
+/// placeholder (generation 0, expired at once) inserted by this
+/// transaction: other writers of that key wait on it like on a row lock,
+/// and no reader sees it, since it is either replaced or deleted before the
+/// commit. Row locks live in the rows themselves, so a batch of 10,000 keys
+/// takes no slot of PostgreSQL's shared lock table per key.
+async fn lock_rows<'k>(
+    tx: &Transaction<'_>,
+    ns: i64,
+    keys: &[&'k [u8]],
+) -> Result<HashMap<&'k [u8], Option<Current>>, Failure> {
+    // A row another writer deletes between the insert and the lock is
+    // missing from the lock's result; another round gives it a placeholder.
+    for _ in 0..ATTEMPTS {
+        tx.execute(
+            "INSERT INTO kv_entries (ns, key, generation, expiration, metadata, value)
+             SELECT $1, k, $3, 0, NULL, ''::bytea FROM unnest($2::bytea[]) AS k ORDER BY k
+             ON CONFLICT (ns, key) DO NOTHING",
+            &[&ns, &keys, &PLACEHOLDER],
+        )
+        .await?;
+        let rows = tx
+            .query(
+                "SELECT key, value, metadata, expiration, generation FROM kv_entries
+                 WHERE ns = $1 AND key = ANY($2) ORDER BY key FOR UPDATE",
+                &[&ns, &keys],
+            )
+            .await?;
+        if rows.len() < keys.len() {
+            continue;
+        }
+        let mut current = HashMap::with_capacity(keys.len());
+        for row in rows {
+            let key: Vec<u8> = row.get(0);
+            let Ok(at) = keys.binary_search(&key.as_slice()) else {
+                continue;
+            };
+            let key = &keys[at];
+            let generation: i64 = row.get(4);
+            let entry = (generation != PLACEHOLDER).then(|| Current {
+                value: row.get(1),
+                metadata: row.get(2),
+                expiration: row.get(3),
+                generation,
+            });
+            current.insert(*key, entry);
+        }
+        return Ok(current);
+    }
+    Err(Failure::Kv(KvError::Unavailable(
+        "the batch's keys kept being deleted under it; try again".into(),
+    )))
 }
 
 async fn apply_in(
@@ -93,33 +145,32 @@ async fn apply_in(
         .ok_or_else(|| Failure::Kv(KvError::NamespaceNotFound(namespace.to_string())))?
         .get(0);
     let now = now as i64;
+    let op_keys: Vec<&[u8]> = ops
+        .iter()
+        .map(|op| match op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::Increment { key, .. } => {
+                &key[..]
+            }
+        })
+        .collect();
+    let mut keys = op_keys.clone();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut rows = lock_rows(tx, ns, &keys).await?;
+    // Keys holding this batch's placeholder until a write fills them.
+    let mut placeholders: std::collections::HashSet<&[u8]> = rows
+        .iter()
+        .filter(|(_, entry)| entry.is_none())
+        .map(|(key, _)| *key)
+        .collect();
     let mut outcomes = Vec::with_capacity(ops.len());
     // Keys this batch changed, for the change log.
     let mut changed: Vec<&[u8]> = Vec::new();
-    for op in ops {
-        let key = match op {
-            WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::Increment { key, .. } => {
-                key
-            }
-        };
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_id(ns, key)])
-            .await?;
-        let current = tx
-            .query_opt(
-                "SELECT value, metadata, expiration, generation FROM kv_entries
-                 WHERE ns = $1 AND key = $2",
-                &[&ns, key],
-            )
-            .await?
-            .map(|row| Current {
-                value: row.get(0),
-                metadata: row.get(1),
-                expiration: row.get(2),
-                generation: row.get(3),
-            });
+    for (op, &key) in ops.iter().zip(&op_keys) {
+        let current = rows.get(key).cloned().flatten();
         let exists = current.is_some();
         let live = current.filter(|c| c.expiration.is_none_or(|e| e > now));
-        let outcome = match op {
+        let (outcome, after) = match op {
             WriteOp::Put {
                 value,
                 metadata,
@@ -138,20 +189,26 @@ async fn apply_in(
                     let expiration = expiration.map(|e| e as i64);
                     let generation =
                         upsert(tx, ns, key, value, metadata.as_deref(), expiration).await?;
-                    Ok(WriteOutcome::Put { generation })
+                    let after = Current {
+                        value: value.to_vec(),
+                        metadata: metadata.clone(),
+                        expiration,
+                        generation: generation as i64,
+                    };
+                    (Ok(WriteOutcome::Put { generation }), Some(Some(after)))
                 } else {
-                    Err(KvError::ConditionFailed)
+                    (Err(KvError::ConditionFailed), None)
                 }
             }
             WriteOp::Delete { .. } => {
                 if exists {
                     tx.execute(
                         "DELETE FROM kv_entries WHERE ns = $1 AND key = $2",
-                        &[&ns, key],
+                        &[&ns, &key],
                     )
                     .await?;
                 }
-                Ok(WriteOutcome::Deleted(live.is_some()))
+                (Ok(WriteOutcome::Deleted(live.is_some())), Some(None))
             }
             WriteOp::Increment { delta, .. } => {
                 let parsed = match &live {
@@ -173,21 +230,46 @@ async fn apply_in(
                         let text = Bytes::from(value.to_string());
                         let generation =
                             upsert(tx, ns, key, &text, metadata.as_deref(), expiration).await?;
-                        Ok(WriteOutcome::Incremented { value, generation })
+                        let after = Current {
+                            value: text.to_vec(),
+                            metadata,
+                            expiration,
+                            generation: generation as i64,
+                        };
+                        (
+                            Ok(WriteOutcome::Incremented { value, generation }),
+                            Some(Some(after)),
+                        )
                     }
-                    Err(e) => Err(e),
+                    Err(e) => (Err(e), None),
                 }
             }
         };
-        let wrote = match (&outcome, op) {
-            (Ok(WriteOutcome::Deleted(_)), _) => exists,
-            (Ok(_), _) => true,
-            (Err(_), _) => false,
+        let wrote = match &outcome {
+            Ok(WriteOutcome::Deleted(_)) => exists,
+            Ok(_) => true,
+            Err(_) => false,
         };
         if wrote {
             changed.push(key);
         }
+        if let Some(after) = after {
+            if after.is_some() {
+                placeholders.remove(key);
+            }
+            rows.insert(key, after);
+        }
         outcomes.push(outcome);
+    }
+    // Placeholders of keys no write filled (a refused condition, a delete of
+    // an absent key) go before the commit.
+    if !placeholders.is_empty() {
+        let left: Vec<&[u8]> = placeholders.into_iter().collect();
+        tx.execute(
+            "DELETE FROM kv_entries WHERE ns = $1 AND key = ANY($2) AND generation = $3",
+            &[&ns, &left, &PLACEHOLDER],
+        )
+        .await?;
     }
     if !changed.is_empty() {
         // One row per key, one NOTIFY for the batch, in one round trip.
@@ -225,14 +307,4 @@ async fn upsert(
         )
         .await?;
     Ok(row.get::<_, i64>(0) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn lock_ids_are_stable_and_spread() {
-        assert_eq!(super::lock_id(1, b"a"), super::lock_id(1, b"a"));
-        assert_ne!(super::lock_id(1, b"a"), super::lock_id(2, b"a"));
-        assert_ne!(super::lock_id(1, b"a"), super::lock_id(1, b"b"));
-    }
 }

@@ -406,3 +406,83 @@ fn a_cache_on_another_node_sees_a_write_once_the_change_log_is_applied() {
         assert_eq!(stats.misses.load(Ordering::Relaxed), 3);
     });
 }
+
+/// Bulk writes lock rows, not a slot of the server's shared lock table per
+/// key: eight bulks of 10,000 keys at once (80,000 keys) would exhaust the
+/// default table (64 slots per connection) if they did, with "out of shared
+/// memory" for them and for every other database on the server.
+#[test]
+fn concurrent_bulk_writes_do_not_take_a_server_lock_per_key() {
+    with_store(|store, schema| async move {
+        assert!(store.create_namespace("bulk").await.unwrap());
+        let put = |key: String, condition| verge_kv::WriteOp::Put {
+            key: key.into_bytes(),
+            value: Bytes::from_static(b"v"),
+            metadata: None,
+            expiration: None,
+            condition,
+        };
+        let mut tasks = Vec::new();
+        for bulk in 0..8 {
+            let store = store.clone();
+            let ops: Vec<_> = (0..10_000)
+                .map(|n| put(format!("{bulk}/{n:05}"), Condition::Always))
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                store.write("bulk", ops, 1_000).await
+            }));
+        }
+        for task in tasks {
+            let outcomes = task.await.unwrap().expect("the bulk went through");
+            assert_eq!(outcomes.len(), 10_000);
+            assert!(outcomes.iter().all(|o| o.is_ok()));
+        }
+        let page = store.list("bulk", b"7/", None, 1000, 1_000).await.unwrap();
+        assert_eq!(page.keys.len(), 1000);
+
+        // Writes that change nothing leave no row behind: a refused
+        // condition on an absent key's neighbour, a delete of an absent key.
+        let outcomes = store
+            .write(
+                "bulk",
+                vec![
+                    put("0/00000".into(), Condition::IfAbsent),
+                    verge_kv::WriteOp::Delete {
+                        key: b"absent".to_vec(),
+                    },
+                    put("fresh".into(), Condition::IfGeneration(1)),
+                    verge_kv::WriteOp::Increment {
+                        key: b"counter".to_vec(),
+                        delta: 2,
+                    },
+                    verge_kv::WriteOp::Increment {
+                        key: b"counter".to_vec(),
+                        delta: 3,
+                    },
+                ],
+                1_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcomes[0], Err(KvError::ConditionFailed));
+        assert_eq!(outcomes[1], Ok(verge_kv::WriteOutcome::Deleted(false)));
+        assert_eq!(outcomes[2], Err(KvError::ConditionFailed));
+        assert!(
+            matches!(
+                outcomes[4],
+                Ok(verge_kv::WriteOutcome::Incremented { value: 5, .. })
+            ),
+            "{outcomes:?}"
+        );
+        let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {schema}.kv_entries"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 80_001, "8 bulks and the counter, nothing else");
+    });
+}
