@@ -24,6 +24,57 @@ pub use route::RoutePattern;
 /// The manifest's file name.
 pub const FILE_NAME: &str = "verge.toml";
 
+/// The largest manifest accepted, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
+/// Variables under `[vars]`, and secrets, per worker (each).
+pub const MAX_VARS: usize = 128;
+/// The largest value of one variable or secret, in bytes.
+pub const MAX_VAR_BYTES: usize = 5 * 1024;
+/// Names and values of all of a worker's variables together, and of all its
+/// secrets together: what every instance is given at its start.
+pub const MAX_VARS_TOTAL_BYTES: usize = 64 * 1024;
+/// Route patterns per worker.
+pub const MAX_ROUTES: usize = 100;
+
+/// Why a worker's variables (or secrets: `what`) are too many or too large,
+/// or `None`; `help` says what to do.
+pub fn check_vars_size<'a>(
+    what: &str,
+    vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<(String, String)> {
+    let mut count = 0;
+    let mut total = 0;
+    for (name, value) in vars {
+        count += 1;
+        total += name.len() + value.len();
+        if value.len() > MAX_VAR_BYTES {
+            return Some((
+                format!(
+                    "{what} `{name}` is {} bytes; the limit is {MAX_VAR_BYTES} (5 KiB)",
+                    value.len()
+                ),
+                "keep large data in KV and read it when a request needs it".into(),
+            ));
+        }
+    }
+    if count > MAX_VARS {
+        return Some((
+            format!("{count} {what}s; a worker may have {MAX_VARS}"),
+            "merge some, or keep them in KV (one JSON value holds many)".into(),
+        ));
+    }
+    if total > MAX_VARS_TOTAL_BYTES {
+        return Some((
+            format!(
+                "the {what}s take {total} bytes, names and values together; \
+                 the limit is {MAX_VARS_TOTAL_BYTES} (64 KiB), since every instance gets them all"
+            ),
+            "keep large data in KV and read it when a request needs it".into(),
+        ));
+    }
+    None
+}
+
 /// A validated manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
@@ -185,6 +236,16 @@ impl Manifest {
     /// then each section in turn, so the first problem is the one reported.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         let at = Located { text, path };
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(at.error(
+                None,
+                format!(
+                    "the manifest is {} bytes; the limit is {MAX_MANIFEST_BYTES} (256 KiB)",
+                    text.len()
+                ),
+                Some("keep data in KV, not in [vars]".into()),
+            ));
+        }
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let location = e.span().map(|s| line_col(text, s.start));
             let (message, help) = explain_toml_error(e.message());
@@ -326,6 +387,10 @@ impl Located<'_> {
                 ));
             }
         }
+        let sizes = vars.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        if let Some((message, help)) = check_vars_size("variable", sizes) {
+            return Err(self.error(self.find("vars"), message, Some(help)));
+        }
         Ok(())
     }
 
@@ -378,6 +443,15 @@ impl Located<'_> {
 
     /// `routes`.
     fn routes(&self, entries: &[String]) -> Checked<Vec<RoutePattern>> {
+        if entries.len() > MAX_ROUTES {
+            return Err(self.error(
+                self.find("routes"),
+                format!("{} routes; a worker may have {MAX_ROUTES}", entries.len()),
+                Some(
+                    "cover several hosts with one wildcard pattern, e.g. `*.example.com/*`".into(),
+                ),
+            ));
+        }
         let mut routes: Vec<RoutePattern> = Vec::new();
         for entry in entries {
             let route = entry.parse::<RoutePattern>().map_err(|problem| {
@@ -635,6 +709,47 @@ mod tests {
         let e = parse("name = \"x\"\n[triggers]\ncrons = [\"0 * * * *\", \"0  * * * *\"]\n")
             .unwrap_err();
         assert!(e.to_string().contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn manifests_vars_and_routes_are_bounded() {
+        let many = |n: usize, line: &dyn Fn(usize) -> String| -> String {
+            (0..n).map(line).collect::<Vec<_>>().join("\n")
+        };
+        let vars = many(129, &|i| format!("V{i} = \"x\""));
+        let e = parse(&format!("name = \"x\"\n[vars]\n{vars}\n")).unwrap_err();
+        assert!(
+            e.message.contains("129 variables; a worker may have 128"),
+            "{e}"
+        );
+        let ok = many(128, &|i| format!("V{i} = \"x\""));
+        assert_eq!(
+            parse(&format!("name = \"x\"\n[vars]\n{ok}\n"))
+                .unwrap()
+                .vars
+                .len(),
+            128
+        );
+
+        let big = "y".repeat(MAX_VAR_BYTES + 1);
+        let e = parse(&format!("name = \"x\"\n[vars]\nBIG = \"{big}\"\n")).unwrap_err();
+        assert!(e.message.contains("variable `BIG` is 5121 bytes"), "{e}");
+        assert_eq!(e.location.map(|l| l.0), Some(2));
+
+        let wide = many(20, &|i| format!("V{i} = \"{}\"", "z".repeat(4000)));
+        let e = parse(&format!("name = \"x\"\n[vars]\n{wide}\n")).unwrap_err();
+        assert!(e.message.contains("the limit is 65536 (64 KiB)"), "{e}");
+
+        let routes = many(101, &|i| format!("\"h{i}.example.com\","));
+        let e = parse(&format!("name = \"x\"\nroutes = [{routes}]\n")).unwrap_err();
+        assert!(
+            e.message.contains("101 routes; a worker may have 100"),
+            "{e}"
+        );
+
+        let huge = format!("name = \"x\"\n# {}\n", "c".repeat(MAX_MANIFEST_BYTES));
+        let e = parse(&huge).unwrap_err();
+        assert!(e.message.contains("the limit is 262144 (256 KiB)"), "{e}");
     }
 
     #[test]

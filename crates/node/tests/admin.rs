@@ -309,6 +309,49 @@ async fn a_deploy_answers_typed_versions_and_workers() {
     assert!(!String::from_utf8_lossy(&secrets.body).contains("s3cret-value"));
     let secrets: SecretList = secrets.json();
     assert_eq!(secrets.secrets, ["API_KEY"]);
+
+    // Secrets are bounded like [vars]: each value, and all together.
+    let too_big = admin
+        .send(
+            Method::PUT,
+            "/v1/workers/shop/secrets/BIG",
+            &serde_json::json!({ "value": "x".repeat(verge_manifest::MAX_VAR_BYTES + 1) }),
+        )
+        .await;
+    assert_eq!(too_big.status, StatusCode::BAD_REQUEST);
+    assert_eq!(too_big.code(), ErrorCode::Invalid);
+    for n in 0..15 {
+        let put = admin
+            .send(
+                Method::PUT,
+                &format!("/v1/workers/shop/secrets/S{n}"),
+                &serde_json::json!({ "value": "y".repeat(4096) }),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT, "secret {n}");
+    }
+    let past_total = admin
+        .send(
+            Method::PUT,
+            "/v1/workers/shop/secrets/S15",
+            &serde_json::json!({ "value": "y".repeat(4096) }),
+        )
+        .await;
+    assert_eq!(past_total.status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&past_total.body).contains("the limit is 65536"),
+        "{:?}",
+        String::from_utf8_lossy(&past_total.body)
+    );
+    // Replacing one does not count it twice.
+    let replaced = admin
+        .send(
+            Method::PUT,
+            "/v1/workers/shop/secrets/S0",
+            &serde_json::json!({ "value": "y".repeat(4096) }),
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -333,13 +333,19 @@ fn dev_vars(manifest: &Manifest) -> anyhow::Result<Vec<(String, String)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    parse_dev_vars(&text).map_err(|(line, why)| {
+    let secrets = parse_dev_vars(&text).map_err(|(line, why)| {
         anyhow::anyhow!(
             "{}:{line}: {why}\n  help: write one secret per line as NAME=value; \
              lines starting with # are comments",
             path.display()
         )
-    })
+    })?;
+    // The same bounds as a node's secrets, so what runs here deploys.
+    let sizes = secrets.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    if let Some((message, help)) = verge_manifest::check_vars_size("secret", sizes) {
+        anyhow::bail!("{}: {message}\n  help: {help}", path.display());
+    }
+    Ok(secrets)
 }
 
 /// Parses `NAME=value` lines (values may be quoted); the error is the

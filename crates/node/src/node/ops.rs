@@ -264,6 +264,15 @@ impl Node {
             )
         })?;
         let _changing = self.changing.lock().await;
+        let mut secrets = self.stores.secrets.secrets(worker).await?;
+        secrets.retain(|(n, _)| n != name);
+        let sizes = secrets
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain([(name, value)]);
+        if let Some((message, help)) = verge_manifest::check_vars_size("secret", sizes) {
+            return Err(invalid(message, help));
+        }
         self.stores.secrets.put_secret(worker, name, value).await?;
         self.reload_env(worker).await
     }
