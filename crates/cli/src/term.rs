@@ -12,6 +12,8 @@ pub(crate) fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
 
+pub(crate) use verge_runtime::printable;
+
 /// Asks `question` on the terminal and returns the line typed, trimmed.
 pub(crate) fn prompt(question: &str) -> anyhow::Result<String> {
     print!("{question}");
@@ -41,6 +43,12 @@ impl Style {
         Style {
             enabled: stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
+    }
+
+    /// No styling, whatever the streams are.
+    #[cfg(test)]
+    pub(crate) fn plain() -> Style {
+        Style { enabled: false }
     }
 
     fn paint(self, code: &str, text: &str) -> String {

@@ -885,3 +885,22 @@ fn the_scheduled_header_never_reaches_a_guest_from_a_client() {
     assert!(reply.contains("x-probe: kept"), "{reply}");
     assert!(!reply.contains("verge-scheduled"), "{reply}");
 }
+
+#[test]
+fn guest_output_reaches_the_node_s_log_escaped() {
+    let node = Node::start(&[]);
+    let project = worker("noisy", &fixtures(), "");
+    deploy(&node, project.path(), &[]);
+    let reply = node.get("noisy.localhost", "/escapes");
+    assert_eq!(reply.status, 200);
+    let id = reply.request_id();
+    common::node::eventually("the guest's lines in the log", || {
+        node.stderr()
+            .iter()
+            .filter(|l| l.contains(&id))
+            .any(|l| l.contains("owned"))
+    });
+    for line in node.stderr().iter().filter(|l| l.contains(&id)) {
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+    }
+}

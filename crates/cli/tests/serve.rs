@@ -25,6 +25,22 @@ fn hello_answers_with_timing_and_logs_the_guest_output() {
 }
 
 #[test]
+fn guest_output_that_a_terminal_would_act_on_is_printed_escaped() {
+    let dev = Dev::fixtures("", &[]);
+    let reply = dev.get("/escapes");
+    assert_eq!(reply.status, 200);
+    let entry = dev.log_entry(&format!("id={}", reply.request_id()));
+    assert_eq!(
+        entry[1..],
+        [
+            "  out \\u{1b}[2J\\u{1b}]0;owned\\u{7} cleared",
+            "  err \\r\\u{1b}[1Aoverwritten",
+        ],
+        "{entry:?}"
+    );
+}
+
+#[test]
 fn a_component_built_with_other_bindings_runs_unmodified() {
     let dev = Dev::start(project(common::WSTD_HELLO, ""), &[]);
     let reply = dev.get("/some/path");

@@ -33,7 +33,7 @@ pub use egress::{AddressPolicy, IpNet, SpecialPurpose};
 pub use error::{LoadError, RuntimeError};
 pub use kv::{KvBindings, KvStats};
 pub use limits::{LimitAboveCeiling, LimitUnits, Limits};
-pub use log::{RequestId, RequestSink, RequestSummary, Termination, TracingSink, ms};
+pub use log::{RequestId, RequestSink, RequestSummary, Termination, TracingSink, ms, printable};
 pub use outbound::AllowedHosts;
 pub use runtime::{MAX_COMPONENT_SIZE, Runtime, RuntimeConfig};
 pub use worker::{Worker, WorkerSpec};

@@ -243,6 +243,31 @@ pub struct RequestSummary {
     pub logs_dropped: usize,
 }
 
+/// `text` with what a terminal would act on escaped: control characters
+/// (escape sequences that clear the screen or set the title, carriage
+/// returns that overwrite a line) and the bidirectional overrides that
+/// reorder what is shown. Guest output and anything else a worker or a
+/// client chose goes through this before it is printed or logged; tabs
+/// stay.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Receives every request's summary: the request log, and later the tail
 /// stream and metrics.
 pub trait RequestSink: Send + Sync {
@@ -260,7 +285,7 @@ impl RequestSink for TracingSink {
                 LogStream::Stdout => "stdout",
                 LogStream::Stderr => "stderr",
             };
-            tracing::info!(target: "verge::guest", worker = %s.worker, id = %s.id, stream, "{}", line.text);
+            tracing::info!(target: "verge::guest", worker = %s.worker, id = %s.id, stream, "{}", printable(&line.text));
         }
         match &s.termination {
             None => tracing::info!(
@@ -271,7 +296,7 @@ impl RequestSink for TracingSink {
             Some(t) => tracing::warn!(
                 target: "verge::request",
                 worker = %s.worker, id = %s.id,
-                "{} {} {} cpu={} wall={} {t}", s.method, s.path, s.status, ms(s.cpu), ms(s.wall)
+                "{} {} {} cpu={} wall={} {}", s.method, s.path, s.status, ms(s.cpu), ms(s.wall), printable(&t.to_string())
             ),
         }
     }
@@ -280,6 +305,16 @@ impl RequestSink for TracingSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_terminal_would_act_on_is_escaped() {
+        assert_eq!(printable("plain\ttext é"), "plain\ttext é");
+        assert_eq!(
+            printable("\x1b[2J\x1b]0;owned\x07done\r"),
+            "\\u{1b}[2J\\u{1b}]0;owned\\u{7}done\\r"
+        );
+        assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
+    }
 
     #[test]
     fn ids_are_unique_and_fixed_width() {

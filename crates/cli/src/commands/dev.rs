@@ -18,7 +18,7 @@ use crate::build::{Built, build, human_size};
 use crate::commands::serve::CeilingArgs;
 use crate::commands::watch;
 use crate::signal;
-use crate::term::Style;
+use crate::term::{Style, printable};
 
 #[derive(Args, Debug)]
 pub(crate) struct DevArgs {
@@ -434,7 +434,7 @@ impl RequestSink for DevLog {
         let mut line = format!(
             "{} {} {status} cpu={} wall={} id={}",
             s.method,
-            s.path,
+            printable(&s.path),
             ms(s.cpu),
             ms(s.wall),
             s.id
@@ -444,7 +444,7 @@ impl RequestSink for DevLog {
         }
         if let Some(t) = &s.termination {
             line.push(' ');
-            line.push_str(&st.red(&format!("{t} worker={}", s.worker)));
+            line.push_str(&st.red(&printable(&format!("{t} worker={}", s.worker))));
         }
         let mut text = line;
         for log in &s.logs {
@@ -452,7 +452,7 @@ impl RequestSink for DevLog {
                 LogStream::Stdout => "out",
                 LogStream::Stderr => "err",
             };
-            text.push_str(&format!("\n  {} {}", st.dim(stream), log.text));
+            text.push_str(&format!("\n  {} {}", st.dim(stream), printable(&log.text)));
         }
         if s.logs_dropped > 0 {
             text.push_str(&format!(

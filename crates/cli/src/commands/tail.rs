@@ -10,7 +10,7 @@ use verge_api::{LogStream, TailDropped, TailEvent, TailScope};
 
 use crate::commands::versions::WorkerArgs;
 use crate::remote::NodeArgs;
-use crate::term::{Style, stdout_is_terminal};
+use crate::term::{Style, printable, stdout_is_terminal};
 
 #[derive(Args, Debug)]
 pub(crate) struct TailArgs {
@@ -127,8 +127,8 @@ fn pretty_line(e: &TailEvent, style: Style, show_node: bool) -> String {
     let mut line = format!(
         "{} {} {} {status_text} cpu={:.2}ms wall={:.2}ms",
         style.dim(time),
-        e.method,
-        e.path,
+        printable(&e.method),
+        printable(&e.path),
         e.cpu_ms,
         e.wall_ms,
     );
@@ -140,14 +140,18 @@ fn pretty_line(e: &TailEvent, style: Style, show_node: bool) -> String {
     }
     if let Some(termination) = &e.termination {
         line.push(' ');
-        line.push_str(&style.red(&termination.message));
+        line.push_str(&style.red(&printable(&termination.message)));
     }
     for log in &e.logs {
         let stream = match log.stream {
             LogStream::Stderr => "err",
             LogStream::Stdout => "out",
         };
-        line.push_str(&format!("\n  {} {}", style.dim(stream), log.text));
+        line.push_str(&format!(
+            "\n  {} {}",
+            style.dim(stream),
+            printable(&log.text)
+        ));
     }
     line
 }
@@ -163,4 +167,46 @@ fn encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verge_api::{TailLog, TailTermination};
+
+    #[test]
+    fn guest_text_reaches_the_terminal_escaped() {
+        let event = TailEvent {
+            time: "2026-12-07T12:00:00.000Z".into(),
+            id: "r1".into(),
+            node: "n1".into(),
+            worker: "app".into(),
+            method: "GET".into(),
+            path: "/x".into(),
+            status: 500,
+            cpu_ms: 1.0,
+            wall_ms: 2.0,
+            kv_ops: 0,
+            kv_ms: 0.0,
+            logs: vec![TailLog {
+                stream: LogStream::Stdout,
+                text: "\x1b[2J\x1b]0;owned\x07 cleared".into(),
+            }],
+            logs_dropped: 0,
+            termination: Some(TailTermination {
+                reason: "panic".into(),
+                message: "guest panicked: \x1b[31mred\r".into(),
+            }),
+        };
+        let line = pretty_line(&event, Style::plain(), false);
+        assert!(
+            !line.chars().any(|c| c.is_control() && c != '\n'),
+            "{line:?}"
+        );
+        assert!(
+            line.contains("\\u{1b}[2J\\u{1b}]0;owned\\u{7} cleared"),
+            "{line}"
+        );
+        assert!(line.contains("guest panicked: \\u{1b}[31mred\\r"), "{line}");
+    }
 }
