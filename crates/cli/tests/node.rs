@@ -904,3 +904,44 @@ fn guest_output_reaches_the_node_s_log_escaped() {
         assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
     }
 }
+
+#[test]
+fn a_guest_s_own_request_id_is_kept_beside_the_node_s() {
+    let node = Node::start(&[]);
+    let project = worker("proxy", &fixtures(), "");
+    deploy(&node, project.path(), &[]);
+    let tail = Tail::start(&node, &["--name", "proxy"]);
+    let own = node.get("proxy.localhost", "/own-request-id");
+    assert_eq!(own.status, 200);
+    assert_eq!(own.header("x-request-id"), Some("upstream-42"));
+    let id = own.request_id();
+    assert_ne!(id, "upstream-42");
+    // The node's id is what its log and tail know the request by.
+    assert_eq!(tail.events_through(&id).len(), 1);
+    // A guest that sets none gets the node's in both.
+    let plain = node.get("proxy.localhost", "/plain");
+    assert_eq!(
+        plain.header("x-request-id"),
+        Some(plain.request_id().as_str())
+    );
+    // The guest sees the node's id, not one a client sent.
+    let request = http::Request::get(format!("{}/headers", node.data))
+        .header("host", "proxy.localhost")
+        .header("x-request-id", "forged")
+        .header("verge-request-id", "forged")
+        .body(())
+        .unwrap();
+    let seen = common::Reply::from(common::agent().run(request));
+    let id = seen.request_id();
+    assert!(
+        seen.text().contains(&format!("verge-request-id: {id}")),
+        "{}",
+        seen.text()
+    );
+    assert!(
+        seen.text().contains(&format!("x-request-id: {id}")),
+        "{}",
+        seen.text()
+    );
+    assert!(!seen.text().contains("forged"), "{}", seen.text());
+}

@@ -45,6 +45,10 @@ use crate::worker::Worker;
 
 /// The header carrying the node's request id, to the guest and the client.
 const REQUEST_ID: &str = "x-request-id";
+/// The node's request id on every response, whatever the guest set: the
+/// one to quote to an operator (`x-request-id` is the guest's when it set
+/// one, as a proxy forwarding an upstream's does).
+const NODE_REQUEST_ID: &str = "verge-request-id";
 
 /// CPU time after which a guest moves to the background threads (or, where
 /// they could not start, yields behind all other work at each epoch tick).
@@ -559,6 +563,7 @@ impl Worker {
         // The guest sees the node's request id (replacing any the client
         // sent), so its error responses and logs can name it.
         if let Ok(value) = HeaderValue::from_str(&record.id.to_string()) {
+            request.headers_mut().insert(NODE_REQUEST_ID, value.clone());
             request.headers_mut().insert(REQUEST_ID, value);
         }
         let (sender, mut receiver) = oneshot::channel();
@@ -780,7 +785,10 @@ fn add_node_headers(headers: &mut http::HeaderMap, record: &Record) {
         headers.append("server-timing", value);
     }
     if let Ok(value) = HeaderValue::from_str(&record.id.to_string()) {
-        headers.insert(REQUEST_ID, value);
+        headers.insert(NODE_REQUEST_ID, value.clone());
+        if !headers.contains_key(REQUEST_ID) {
+            headers.insert(REQUEST_ID, value);
+        }
     }
 }
 

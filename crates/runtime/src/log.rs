@@ -1,7 +1,8 @@
 //! What the node records about each request, and where it goes.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,18 +16,22 @@ use crate::memory::Refusal;
 pub struct RequestId(u64);
 
 impl RequestId {
-    /// A new id: a per-process random prefix and a counter, so ids are unique
-    /// on a node and unlikely to repeat across nodes.
+    /// A new id: a counter put through a keyed permutation (a four-round
+    /// Feistel network over SipHash, keyed at random per process), so ids
+    /// are unique on a node, unlikely to repeat across nodes, and say
+    /// nothing about the node's traffic: without the key, one id does not
+    /// tell the next or how many requests came between.
     pub fn next() -> RequestId {
-        static PREFIX: OnceLock<u32> = OnceLock::new();
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let prefix = *PREFIX.get_or_init(|| {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            h.finish() as u32
-        });
-        RequestId(u64::from(prefix) << 32 | u64::from(COUNTER.fetch_add(1, Ordering::Relaxed)))
+        static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let key = KEY.get_or_init(std::collections::hash_map::RandomState::new);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let (mut left, mut right) = ((n >> 32) as u32, n as u32);
+        for round in 0..4u32 {
+            let f = key.hash_one((round, right)) as u32;
+            (left, right) = (right, left ^ f);
+        }
+        RequestId(u64::from(left) << 32 | u64::from(right))
     }
 }
 
@@ -317,11 +322,17 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_unique_and_fixed_width() {
-        let a = RequestId::next().to_string();
-        let b = RequestId::next().to_string();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 16);
+    fn ids_are_unique_fixed_width_and_not_a_count() {
+        let ids: Vec<u64> = (0..10_000).map(|_| RequestId::next().0).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert_eq!(RequestId(ids[0]).to_string().len(), 16);
+        // Consecutive ids differ in about half their bits, as random ones
+        // would; a counter (or a counter under a fixed prefix) differs in
+        // one or two.
+        let flipped: u32 = ids.windows(2).map(|w| (w[0] ^ w[1]).count_ones()).sum();
+        let mean = f64::from(flipped) / (ids.len() - 1) as f64;
+        assert!((28.0..36.0).contains(&mean), "{mean}");
     }
 
     #[test]

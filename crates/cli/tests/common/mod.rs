@@ -440,9 +440,10 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The node's id for the request.
     pub(crate) fn request_id(&self) -> String {
-        self.header("x-request-id")
-            .expect("x-request-id header")
+        self.header("verge-request-id")
+            .expect("verge-request-id header")
             .to_string()
     }
 }
