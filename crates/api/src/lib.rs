@@ -85,7 +85,7 @@ pub enum ErrorCode {
 pub struct Health {
     /// Whether the store answers.
     pub status: HealthStatus,
-    /// `ok`, or why the store does not answer.
+    /// `ok`, or that it does not answer (the cause is in the node's log).
     pub store: String,
     /// Workers deployed on this node.
     pub workers: u64,

@@ -85,7 +85,16 @@ fn to_wit(e: KvError) -> Error {
         // like a binding that is gone.
         KvError::NamespaceNotFound(ns) => Error::NamespaceNotBound(ns),
         KvError::NamespaceInvalid(ns) => Error::NamespaceNotBound(ns),
-        KvError::Unavailable(m) => Error::Unavailable(m),
+        // The cause (a database's error text, its address) is the
+        // operator's: it goes to the node's log, and the guest learns only
+        // that the store did not answer.
+        KvError::Unavailable(m) => {
+            tracing::warn!(target: "verge::kv", "a KV call failed: {m}");
+            Error::Unavailable(
+                "the KV store is unavailable; try again shortly (the node's log has the cause)"
+                    .into(),
+            )
+        }
     }
 }
 

@@ -130,9 +130,13 @@ async fn health(State(state): State<Arc<AdminState>>) -> Json<Health> {
         } else {
             HealthStatus::Degraded
         },
+        // Anyone may ask: the cause stays in the log.
         store: match store {
             Ok(()) => "ok".to_string(),
-            Err(why) => why,
+            Err(why) => {
+                tracing::warn!("health check: the store does not answer: {why}");
+                "unavailable: the node's log has the cause".to_string()
+            }
         },
         workers: state.node.registry.len() as u64,
     })
