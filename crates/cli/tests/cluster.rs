@@ -637,7 +637,10 @@ fn a_node_cut_off_from_postgresql_keeps_serving_refuses_writes_and_recovers() {
     // Neither a guest nor an anonymous /healthz learns the database's error
     // text (addresses, user names); the node's log has it.
     for text in [uncached.text(), write.text(), degraded.to_string()] {
-        assert!(!text.contains("PostgreSQL") && !text.contains("db error"), "{text}");
+        assert!(
+            !text.contains("PostgreSQL") && !text.contains("db error"),
+            "{text}"
+        );
         assert!(!text.contains("127.0.0.1"), "{text}");
     }
     eventually("the cause in the node's log", || {

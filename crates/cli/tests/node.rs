@@ -945,3 +945,21 @@ fn a_guest_s_own_request_id_is_kept_beside_the_node_s() {
     );
     assert!(!seen.text().contains("forged"), "{}", seen.text());
 }
+
+#[test]
+fn the_data_dir_and_its_stores_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::start(&[]);
+    let data = node.dir.path().join("data");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for file in ["kv.db", "control.db"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    // A store file an older version left readable is made owner-only.
+    let dir = node.stop();
+    let kv = dir.path().join("data/kv.db");
+    std::fs::set_permissions(&kv, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let node = Node::start_in(dir, &[]);
+    assert_eq!(mode(&node.dir.path().join("data/kv.db")), 0o600);
+}

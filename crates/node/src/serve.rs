@@ -21,6 +21,9 @@ pub(crate) const KV_CACHE_TTL: std::time::Duration = std::time::Duration::from_s
 /// The node's stores, as its config names them.
 pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
     let clock: Arc<dyn verge_kv::Clock> = Arc::new(verge_kv::SystemClock);
+    // Owner-only, whichever store: compiled tenants' code lives here too.
+    verge_store_sqlite::create_private_dir(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     match &config.store {
         StoreConfig::Sqlite => sqlite_stores(&config.data_dir, clock),
         StoreConfig::Postgres { url, schema } => {

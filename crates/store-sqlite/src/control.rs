@@ -74,10 +74,7 @@ impl SqliteControl {
     pub fn open(path: &Path) -> Result<SqliteControl, StoreError> {
         let unavailable =
             |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{}: {e}", path.display()));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
-        }
-        create_private(path).map_err(|e| unavailable(&e))?;
+        crate::private::create_private_file(path).map_err(|e| unavailable(&e))?;
         let conn = Connection::open(path).map_err(|e| unavailable(&e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
@@ -103,15 +100,6 @@ impl SqliteControl {
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
         .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
-}
-
-/// Creates the file with owner-only permissions if it does not exist.
-fn create_private(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop)
 }
 
 fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {

@@ -18,6 +18,7 @@
 //! and [`verge_deploy::SecretStore`].
 
 mod control;
+mod private;
 mod reader;
 mod schema;
 mod writer;
@@ -30,6 +31,7 @@ use async_trait::async_trait;
 use verge_kv::{Clock, Entry, KvError, KvStore, ListPage, WriteOp, WriteOutcome};
 
 pub use crate::control::SqliteControl;
+pub use crate::private::create_private_dir;
 use crate::reader::Readers;
 use crate::writer::{Job, Writer};
 
@@ -46,11 +48,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`. `clock` drives the
     /// sweeper; reads and writes take their time from the caller.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<SqliteStore, KvError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                KvError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+        crate::private::create_private_file(path)
+            .map_err(|e| KvError::Unavailable(format!("cannot create {}: {e}", path.display())))?;
         let jobs = Writer::start(path, clock)?;
         let readers = Readers::new(path);
         Ok(SqliteStore { jobs, readers })

@@ -403,7 +403,7 @@ fn local_admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
         .and_then(|mut random| random.read_exact(&mut bytes))
         .context("cannot read /dev/urandom for the local admin token")?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(data_dir)
+    verge_store_sqlite::create_private_dir(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     std::fs::OpenOptions::new()
         .write(true)
