@@ -61,7 +61,10 @@ macro_rules! routes {
         }
 
         fn token_routes() -> Router<Arc<AdminState>> {
-            Router::new()$(.route($p, axum::routing::$m($h)))*
+            Router::new()$(.route(
+                $p,
+                axum::routing::$m($h).layer(DefaultBodyLimit::max(body_limit($p))),
+            ))*
         }
     };
 }
@@ -99,16 +102,33 @@ routes! {
     }
 }
 
+/// The largest body a route reads: room for the largest component, KV
+/// value (one byte over, so that KV itself refuses it with its reason) or
+/// bulk write, and 1 MiB for the JSON of everything else. A body is read
+/// only once the token was checked.
+fn body_limit(path: &str) -> usize {
+    const MIB: usize = 1024 * 1024;
+    if path.starts_with("/v1/components/") {
+        verge_runtime::MAX_COMPONENT_SIZE + 1
+    } else if path.ends_with("/values/{key}") {
+        verge_kv::MAX_VALUE_BYTES + 1
+    } else if path.ends_with("/bulk") {
+        BULK_BODY_LIMIT
+    } else {
+        MIB
+    }
+}
+
+/// The largest bulk write body, as Workers KV's.
+pub const BULK_BODY_LIMIT: usize = 100 * 1024 * 1024;
+
 /// The admin API's routes.
 pub fn router(state: Arc<AdminState>) -> Router {
     let tokens = Arc::new(Tokens::new(&state.node.config.admin_tokens));
-    let v1 = token_routes()
-        // Room for the largest component; JSON bodies are far smaller.
-        .layer(DefaultBodyLimit::max(verge_runtime::MAX_COMPONENT_SIZE + 1))
-        .route_layer(axum::middleware::from_fn_with_state(
-            tokens,
-            auth::require_token,
-        ));
+    let v1 = token_routes().route_layer(axum::middleware::from_fn_with_state(
+        tokens,
+        auth::require_token,
+    ));
     public_routes()
         .merge(v1)
         .fallback(not_found)
