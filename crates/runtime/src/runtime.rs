@@ -315,19 +315,28 @@ fn build_engine(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> 
 /// Bytes of each memory, table and stack slot kept resident between uses.
 const KEEP_RESIDENT: usize = 1024 * 1024;
 
+/// The most linear memories, tables and core instances one component may
+/// have: its instance's share of the pool.
+pub const MEMORIES_PER_COMPONENT: u32 = 2;
+pub const TABLES_PER_COMPONENT: u32 = 4;
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+
 fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
     let instances = config.max_instances + IDLE_INSTANCE_SLOTS;
     let mut pool = PoolingAllocationConfig::default();
     // A Rust wasm32-wasip2 component has a handful of core instances (the
-    // program, the WASI adapter and shims); 8 each leaves room for more.
+    // program and shims), one memory and a table or two. Each instance's
+    // share of the pool is also the most one component may use, so that no
+    // worker, however its code is shaped, takes the slots of instances
+    // meant for others: a component needing more is refused when it loads.
     pool.total_component_instances(instances)
-        .total_core_instances(instances * 8)
-        .total_memories(instances * 2)
-        .total_tables(instances * 4)
+        .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(instances * MEMORIES_PER_COMPONENT)
+        .total_tables(instances * TABLES_PER_COMPONENT)
         .total_stacks(instances)
-        .max_memories_per_component(4)
-        .max_tables_per_component(8)
-        .max_core_instances_per_component(32)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memory_size(usize::try_from(config.ceilings.memory).unwrap_or(usize::MAX))
         // Zero the first pages of a slot with memset when it is reused rather
         // than returning them to the kernel: a fresh instance then starts

@@ -151,6 +151,54 @@ fn bytes_that_are_not_a_component_are_refused() {
     assert!(format!("{:#}", anyhow::Error::from(err)).contains(": "));
 }
 
+/// A component instantiating `memories` core modules of one memory each.
+fn component_with_memories(memories: u32) -> Vec<u8> {
+    use wasm_encoder::{
+        Component, InstanceSection, MemorySection, MemoryType, Module, ModuleArg, ModuleSection,
+    };
+    let mut component = Component::new();
+    let mut instances = InstanceSection::new();
+    for index in 0..memories {
+        let mut module = Module::new();
+        let mut section = MemorySection::new();
+        section.memory(MemoryType {
+            minimum: 1,
+            maximum: Some(1),
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        module.section(&section);
+        component.section(&ModuleSection(&module));
+        instances.instantiate(index, Vec::<(&str, ModuleArg)>::new());
+    }
+    component.section(&instances);
+    component.finish()
+}
+
+#[test]
+fn a_component_shaped_to_take_more_than_its_share_of_the_pool_is_refused() {
+    let runtime = runtime(Arc::default(), None);
+    assert!(
+        runtime.pooling(),
+        "this test needs the pooling allocator (it could not reserve its address space here)"
+    );
+    let err = runtime
+        .load(WorkerSpec::new("greedy", component_with_memories(3)))
+        .err()
+        .unwrap();
+    let text = format!("{:#}", anyhow::Error::from(err));
+    assert!(text.contains("3 Wasm linear memories"), "{text}");
+    // Within the share, the same shape gets past the pool (and on to the
+    // check that it is an HTTP worker).
+    let err = runtime
+        .load(WorkerSpec::new("fits", component_with_memories(2)))
+        .err()
+        .unwrap();
+    let text = format!("{:#}", anyhow::Error::from(err));
+    assert!(!text.contains("linear memories"), "{text}");
+}
+
 #[test]
 fn components_above_the_size_limit_are_refused() {
     let runtime = runtime(Arc::default(), None);
