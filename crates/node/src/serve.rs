@@ -49,6 +49,16 @@ pub async fn open_stores(config: &NodeConfig) -> anyhow::Result<Stores> {
                     }
                 }
             };
+            match store.encrypted().await {
+                Ok(true) => tracing::info!("connected to the PostgreSQL store over TLS"),
+                Ok(false) => tracing::warn!(
+                    "connected to the PostgreSQL store without TLS (sslmode=disable, or a \
+                     server that does not offer it); add ?sslmode=verify-full to require it"
+                ),
+                Err(e) => {
+                    tracing::warn!("cannot tell whether the store connection is encrypted: {e}")
+                }
+            }
             let control = store.control();
             let store: Arc<dyn verge_kv::KvStore> = Arc::new(store);
             let (kv, kv_cache) = if config.kv_cache > 0 {

@@ -43,7 +43,7 @@ impl ConnectError {
         config: &tokio_postgres::Config,
     ) -> ConnectError {
         let Some(db) = e.as_db_error() else {
-            return ConnectError::Unreachable(chain(e));
+            return tls_refusal(chain(e));
         };
         let user = config.get_user().unwrap_or("(default)");
         let database = config.get_dbname().unwrap_or(user);
@@ -84,6 +84,25 @@ impl ConnectError {
                 "fix the database or the store URL, then start the node again",
             )
         }
+    }
+}
+
+/// A TLS failure that waiting will not mend, with its fix; any other
+/// failure to reach the server is retried.
+fn tls_refusal(text: String) -> ConnectError {
+    if text.contains("server does not support TLS") {
+        ConnectError::refused(
+            "the PostgreSQL server does not offer TLS, and the store URL's sslmode requires it",
+            "turn `ssl` on in the server's postgresql.conf, or use sslmode=prefer",
+        )
+    } else if text.contains("invalid peer certificate") {
+        ConnectError::refused(
+            format!("the PostgreSQL server's certificate was not accepted: {text}"),
+            "give sslrootcert=PATH (a PEM file of the CA that signed it), connect by the name \
+             it was issued for, or lower sslmode to verify-ca or require",
+        )
+    } else {
+        ConnectError::Unreachable(text)
     }
 }
 

@@ -17,6 +17,7 @@ pub struct PgControl {
     pub(crate) pool: Pool,
     /// For the dedicated LISTEN connections.
     pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: crate::tls::Rustls,
     /// The schema Verge's tables are in, which also names this cluster's
     /// tail channel.
     pub(crate) schema: String,
@@ -430,7 +431,10 @@ impl ChangeFeed for PgControl {
     fn listen(&self, wake: Box<dyn Fn() + Send + Sync>) {
         let config = self.config.clone();
         // Every notification, and each (re)start, means "read the log".
-        tokio::spawn(listen_loop(config, CHANNEL.to_string(), move |_| wake()));
+        let tls = self.tls.clone();
+        tokio::spawn(listen_loop(config, tls, CHANNEL.to_string(), move |_| {
+            wake()
+        }));
     }
 
     async fn watch_tail(&self, worker: &str) -> Result<bool, StoreError> {
@@ -464,6 +468,7 @@ impl ChangeFeed for PgControl {
     ) -> Option<Box<dyn TailReceiver>> {
         let task = tokio::spawn(listen_loop(
             self.config.clone(),
+            self.tls.clone(),
             self.tail_channel(),
             move |payload| {
                 if let Some(payload) = payload {
@@ -500,11 +505,12 @@ impl Drop for Listening {
 /// sent meanwhile were lost.
 async fn listen_loop(
     config: tokio_postgres::Config,
+    tls: crate::tls::Rustls,
     channel: String,
     on: impl Fn(Option<String>) + Send + Sync + 'static,
 ) {
     loop {
-        match config.connect(tokio_postgres::NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let listening = async { client.batch_execute(&format!("LISTEN {channel}")).await };

@@ -23,6 +23,7 @@
 mod connect;
 mod control;
 mod schema;
+mod tls;
 mod write;
 
 use std::collections::HashMap;
@@ -30,7 +31,6 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 use verge_kv::{Entry, KvError, KvStore, ListKey, ListPage, WriteOp, WriteOutcome, prefix_end};
 
 pub use connect::ConnectError;
@@ -40,6 +40,7 @@ pub use control::PgControl;
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: tls::Rustls,
     schema: String,
 }
 
@@ -71,13 +72,16 @@ impl PgStore {
                 "use lowercase letters, digits and `_`, e.g. verge",
             ));
         }
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let tls_request = tls::split(url)?;
+        let tls = tls::Rustls::new(&tls_request)?;
+        let mut config: tokio_postgres::Config = tls_request.url.parse().map_err(|e| {
             ConnectError::refused(
                 format!("the store URL is not a PostgreSQL connection string: {e}"),
                 "write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
             )
         })?;
         config
+            .ssl_mode(tls_request.mode)
             .options(format!("-c search_path={schema}"))
             // When the database goes away, calls fail within seconds instead
             // of waiting on a dead connection: the node answers "store
@@ -87,7 +91,7 @@ impl PgStore {
             .keepalives_idle(TIMEOUT);
         {
             let (client, connection) = config
-                .connect(NoTls)
+                .connect(tls.clone())
                 .await
                 .map_err(|e| ConnectError::classify(&e, &config))?;
             let task = tokio::spawn(connection);
@@ -104,7 +108,7 @@ impl PgStore {
         }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -120,8 +124,22 @@ impl PgStore {
         Ok(PgStore {
             pool,
             config,
+            tls,
             schema: schema.to_string(),
         })
+    }
+
+    /// Whether the pool's connections to the server are encrypted.
+    pub async fn encrypted(&self) -> Result<bool, KvError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.get(0))
     }
 
     /// The control-plane store on the same database and pool.
@@ -129,6 +147,7 @@ impl PgStore {
         PgControl {
             pool: self.pool.clone(),
             config: self.config.clone(),
+            tls: self.tls.clone(),
             schema: self.schema.clone(),
         }
     }

@@ -486,3 +486,64 @@ fn concurrent_bulk_writes_do_not_take_a_server_lock_per_key() {
         assert_eq!(rows, 80_001, "8 bulks and the counter, nothing else");
     });
 }
+
+/// The URL of the test server with `params` added.
+fn url_with(params: &str) -> String {
+    let base = url();
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{joiner}{params}")
+}
+
+/// The test server's own certificate (Debian's snakeoil one, which its
+/// PostgreSQL packages serve with `ssl = on`).
+const SERVER_CERT: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+#[test]
+fn tls_follows_sslmode_as_libpq_does() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let schema = fresh_schema();
+        let connect = |params: &str| {
+            let url = url_with(params);
+            let schema = schema.clone();
+            async move { PgStore::connect(&url, &schema).await }
+        };
+        // The test server offers TLS: the default (prefer) and require use
+        // it, disable does not.
+        for params in ["application_name=verge-test", "sslmode=require"] {
+            let store = connect(params).await.expect(params);
+            assert!(store.encrypted().await.unwrap(), "{params}");
+        }
+        let plain = connect("sslmode=disable").await.unwrap();
+        assert!(!plain.encrypted().await.unwrap());
+
+        // Verifying: against its own certificate the chain holds; by the
+        // address it is reached at the name does not, and without that
+        // root nothing does. Both are refusals with a fix, not retries.
+        let ca = format!("sslmode=verify-ca&sslrootcert={SERVER_CERT}");
+        let store = connect(&ca)
+            .await
+            .expect("verify-ca with the server's certificate");
+        assert!(store.encrypted().await.unwrap());
+        let full = format!("sslmode=verify-full&sslrootcert={SERVER_CERT}");
+        for params in [full.as_str(), "sslmode=verify-full"] {
+            match connect(params).await {
+                Err(e @ ConnectError::Refused { .. }) => {
+                    assert!(
+                        e.to_string().contains("certificate was not accepted"),
+                        "{e}"
+                    );
+                    assert!(e.help().unwrap().contains("sslrootcert"), "{e}");
+                }
+                Err(e) => panic!("{params}: {e}"),
+                Ok(_) => panic!("{params}: connected"),
+            }
+        }
+        let missing = connect("sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem").await;
+        assert!(matches!(missing, Err(ConnectError::Refused { .. })));
+        drop_schema(&schema).await;
+    });
+}
