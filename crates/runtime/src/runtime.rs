@@ -317,9 +317,9 @@ const KEEP_RESIDENT: usize = 1024 * 1024;
 
 /// The most linear memories, tables and core instances one component may
 /// have: its instance's share of the pool.
-pub const MEMORIES_PER_COMPONENT: u32 = 2;
-pub const TABLES_PER_COMPONENT: u32 = 4;
-pub const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+pub(crate) const MEMORIES_PER_COMPONENT: u32 = 2;
+pub(crate) const TABLES_PER_COMPONENT: u32 = 4;
+pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 
 fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
     let instances = config.max_instances + IDLE_INSTANCE_SLOTS;
