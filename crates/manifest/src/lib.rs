@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod cron;
+mod dev_vars;
 mod outbound;
 mod route;
 
 pub use cron::{MAX_CRONS, Schedule};
+pub use dev_vars::parse_dev_vars;
 pub use outbound::HostPattern;
-pub use route::RoutePattern;
+pub use route::{RoutePattern, request_host};
 
 /// The manifest's file name.
 pub const FILE_NAME: &str = "verge.toml";

@@ -128,8 +128,47 @@ impl FromStr for RoutePattern {
     }
 }
 
+/// The host a request is for: the `Host` header (or the URI's authority),
+/// lowercase, without port or trailing dot.
+pub fn request_host<B>(request: &http::Request<B>) -> String {
+    let raw = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let host = if raw.starts_with('[') {
+        // An IPv6 literal: keep the brackets' content.
+        raw.split(']').next().unwrap_or("").trim_start_matches('[')
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hosts_lose_port_case_and_trailing_dot() {
+        let request = |host: &str| {
+            http::Request::builder()
+                .header("host", host)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            request_host(&request("Api.Example.com:8080")),
+            "api.example.com"
+        );
+        assert_eq!(request_host(&request("example.com.")), "example.com");
+        assert_eq!(request_host(&request("[::1]:8080")), "::1");
+        let no_header = http::Request::builder()
+            .uri("http://h.example:1/x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&no_header), "h.example");
+    }
+
     use super::*;
 
     fn route(text: &str) -> RoutePattern {

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use http::Request;
 use verge_deploy::Deployment;
-use verge_manifest::{RoutePattern, Schedule};
+use verge_manifest::{RoutePattern, Schedule, request_host};
 use verge_runtime::Worker;
 use verge_runtime::server::{Dispatch, SCHEDULED_HEADER};
 
@@ -240,24 +240,6 @@ impl Registry {
     }
 }
 
-/// The host a request is for: the `Host` header (or the URI's authority),
-/// lowercase, without port or trailing dot.
-pub fn request_host<B>(request: &Request<B>) -> String {
-    let raw = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    let host = if raw.starts_with('[') {
-        // An IPv6 literal: keep the brackets' content.
-        raw.split(']').next().unwrap_or("").trim_start_matches('[')
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// Where a node sends its scheduled runs. Clients cannot reach it, except
 /// on `verge dev`'s node, where firing a trigger by hand is the point.
 pub const SCHEDULED_PATH: &str = "/.well-known/verge/scheduled";
@@ -308,22 +290,6 @@ impl Dispatch for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_lose_port_case_and_trailing_dot() {
-        let request = |host: &str| Request::builder().header("host", host).body(()).unwrap();
-        assert_eq!(
-            request_host(&request("Api.Example.com:8080")),
-            "api.example.com"
-        );
-        assert_eq!(request_host(&request("example.com.")), "example.com");
-        assert_eq!(request_host(&request("[::1]:8080")), "::1");
-        let no_header = Request::builder()
-            .uri("http://h.example:1/x")
-            .body(())
-            .unwrap();
-        assert_eq!(request_host(&no_header), "h.example");
-    }
 
     #[test]
     fn routes_cannot_reach_other_workers_hosts_under_the_domain() {

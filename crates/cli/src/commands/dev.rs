@@ -333,7 +333,7 @@ fn dev_vars(manifest: &Manifest) -> anyhow::Result<Vec<(String, String)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let secrets = parse_dev_vars(&text).map_err(|(line, why)| {
+    let secrets = verge_manifest::parse_dev_vars(&text).map_err(|(line, why)| {
         anyhow::anyhow!(
             "{}:{line}: {why}\n  help: write one secret per line as NAME=value; \
              lines starting with # are comments",
@@ -346,37 +346,6 @@ fn dev_vars(manifest: &Manifest) -> anyhow::Result<Vec<(String, String)>> {
         anyhow::bail!("{}: {message}\n  help: {help}", path.display());
     }
     Ok(secrets)
-}
-
-/// Parses `NAME=value` lines (values may be quoted); the error is the
-/// 1-based line and what is wrong with it.
-fn parse_dev_vars(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((name, value)) = line.split_once('=') else {
-            return Err((n + 1, format!("`{line}` has no `=`")));
-        };
-        let name = name.trim();
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err((n + 1, format!("`{name}` is not a variable name")));
-        }
-        let value = value.trim();
-        let value = [('"', '"'), ('\'', '\'')]
-            .iter()
-            .find_map(|(open, close)| {
-                value
-                    .strip_prefix(*open)
-                    .and_then(|v| v.strip_suffix(*close))
-            })
-            .unwrap_or(value);
-        out.push((name.to_string(), value.to_string()));
-    }
-    Ok(out)
 }
 
 /// The file in the data dir that holds the local node's admin token.
@@ -461,33 +430,5 @@ impl RequestSink for DevLog {
             ));
         }
         println!("{text}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_dev_vars;
-
-    #[test]
-    fn dev_vars_parse_and_bad_lines_are_named() {
-        let vars = parse_dev_vars(
-            "# local secrets\nAPI_KEY=abc=123\n\nexport TOKEN = \"quoted value\"\nEMPTY=\n",
-        )
-        .unwrap();
-        assert_eq!(
-            vars,
-            [
-                ("API_KEY".to_string(), "abc=123".to_string()),
-                ("TOKEN".to_string(), "quoted value".to_string()),
-                ("EMPTY".to_string(), String::new()),
-            ]
-        );
-        assert_eq!(parse_dev_vars("OK=1\njust words\n").unwrap_err().0, 2);
-        assert!(
-            parse_dev_vars("BAD NAME=1")
-                .unwrap_err()
-                .1
-                .contains("not a variable name")
-        );
     }
 }
