@@ -126,9 +126,12 @@ pub fn encode_cursor(last_key: &[u8]) -> String {
 
 /// The last key of the previous page, from its cursor.
 pub fn decode_cursor(cursor: &str) -> Result<Vec<u8>, KvError> {
+    // Hex digits only: `u8::from_str_radix` would take "+f" too, giving a
+    // key a second cursor.
     if cursor.is_empty()
         || !cursor.len().is_multiple_of(2)
         || cursor.len() > 2 * crate::MAX_KEY_BYTES
+        || !cursor.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return Err(KvError::BadCursor);
     }
@@ -144,6 +147,13 @@ pub fn decode_cursor(cursor: &str) -> Result<Vec<u8>, KvError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_is_hex_digits_only() {
+        assert_eq!(decode_cursor("0f"), Ok(vec![0x0f]));
+        assert_eq!(decode_cursor("+f"), Err(KvError::BadCursor));
+        assert_eq!(decode_cursor("-1"), Err(KvError::BadCursor));
+    }
 
     #[test]
     fn cursors_round_trip_any_bytes() {
