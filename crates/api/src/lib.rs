@@ -354,6 +354,7 @@ pub struct NamespaceList {
 #[serde(deny_unknown_fields)]
 pub struct NewNamespace {
     /// The namespace's name.
+    #[cfg_attr(test, schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$")))]
     pub name: String,
 }
 
@@ -414,6 +415,7 @@ pub struct ValueDeleted {
 #[serde(deny_unknown_fields)]
 pub struct BulkPair {
     /// The key.
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub key: String,
     /// The value: UTF-8 text, or base64 with `base64: true`.
     pub value: String,
@@ -422,6 +424,7 @@ pub struct BulkPair {
     pub expiration: Option<u64>,
     /// Seconds from now until it expires; wins over `expiration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub expiration_ttl: Option<u64>,
     /// JSON stored with the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,11 +24,6 @@ fn namespace(state: &AdminState, name: &str) -> Namespace {
     Namespace::new(stores.kv.clone(), name, stores.clock.clone())
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e.body_text()))
-}
-
 /// `GET /v1/kv/namespaces`.
 pub(super) async fn list_namespaces(
     State(state): State<Arc<AdminState>>,
@@ -89,7 +84,7 @@ pub(super) async fn list_keys(
     Path(name): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<KeyPage>, ApiError> {
-    let q = query(q)?;
+    let q = super::query(q)?;
     let page = namespace(&state, &name)
         .list(&ListOptions {
             prefix: q.prefix.into_bytes(),
@@ -148,7 +143,7 @@ pub(super) async fn put_value(
     headers: HeaderMap,
     value: Bytes,
 ) -> Result<Json<ValueWritten>, ApiError> {
-    let q = query(q)?;
+    let q = super::query(q)?;
     let metadata = match headers.get(METADATA_HEADER) {
         None => None,
         Some(m) => Some(

@@ -135,6 +135,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
+pub(super) fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|axum::extract::Query(q)| q).map_err(|e| {
+        ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            ErrorCode::Invalid,
+            e.body_text(),
+        )
+    })
+}
+
 /// `GET /openapi.json`.
 async fn openapi() -> impl axum::response::IntoResponse {
     ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)

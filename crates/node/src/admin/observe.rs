@@ -48,8 +48,9 @@ pub(super) async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoRe
 pub(super) async fn tail(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
-    Query(filter): Query<TailFilter>,
+    filter: Result<Query<TailFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let filter = super::query(filter)?;
     filter
         .validate()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e))?;

@@ -15,6 +15,13 @@ pub(super) async fn list(
     State(state): State<Arc<AdminState>>,
     Path(worker): Path<String>,
 ) -> Result<Json<SecretList>, ApiError> {
+    verge_manifest::check_worker_name(&worker).map_err(|why| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            verge_api::ErrorCode::Invalid,
+            format!("invalid worker name {worker:?}: {why}"),
+        )
+    })?;
     let names = state
         .node
         .stores()
