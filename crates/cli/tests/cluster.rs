@@ -893,3 +893,70 @@ fn three_nodes_run_each_cron_tick_exactly_once() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+/// The PostgreSQL twin of the SQLite store's SIGKILL test: a node killed
+/// while writers are busy loses no write it acknowledged, and one started
+/// on the same schema reads them all.
+#[test]
+fn acknowledged_writes_survive_a_node_killed_mid_write_on_postgresql() {
+    let schema = PgSchema::new();
+    let store = [
+        "--store",
+        schema.url.as_str(),
+        "--store-schema",
+        schema.name.as_str(),
+    ];
+    let node = Node::start(&store);
+    let _project = deploy_kv_worker(&node);
+    let data = node.data.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (data, stop) = (data.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for n in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let key = format!("w{writer}-{n}");
+                    let request =
+                        http::Request::get(format!("{data}/put?key={key}&bytes={}", n % 50 + 1))
+                            .header("host", "store.localhost")
+                            .body(())
+                            .unwrap();
+                    match agent().run(request) {
+                        Ok(response) if response.status() == 200 => {
+                            acknowledged.push((key, n % 50 + 1))
+                        }
+                        // The node is gone: nothing after this was acknowledged.
+                        _ => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    eventually("writes under way", || {
+        node.get("store.localhost", "/get?key=w0-20").status == 200
+    });
+    // Kill it mid-write (SIGKILL: no drain, no shutdown).
+    let dir = node.stop();
+    stop.store(true, Ordering::SeqCst);
+    let acknowledged: Vec<(String, usize)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        acknowledged.len() > 80,
+        "only {} writes before the kill",
+        acknowledged.len()
+    );
+
+    let node = Node::start_in(dir, &store);
+    for (key, bytes) in &acknowledged {
+        let value = node.get("store.localhost", &format!("/get?key={key}"));
+        assert_eq!(value.status, 200, "acknowledged write {key} lost");
+        assert_eq!(value.text().len(), *bytes, "{key}");
+    }
+}
