@@ -538,3 +538,20 @@ pub struct TailDropped {
     /// Requests skipped.
     pub dropped: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzz/admin_json: without serde_json's `float_roundtrip`,
+    /// a long number in KV metadata read and written back changed its last
+    /// digit.
+    #[test]
+    fn numbers_in_metadata_survive_a_round_trip() {
+        let body = r#"[{"key":"k","value":"v","metadata":{"n":33333333333333333333333333333333333333333333333333333333333333333333335}}]"#;
+        let pairs: Vec<BulkPair> = serde_json::from_str(body).unwrap();
+        let again: Vec<BulkPair> =
+            serde_json::from_str(&serde_json::to_string(&pairs).unwrap()).unwrap();
+        assert_eq!(again, pairs);
+    }
+}
