@@ -311,32 +311,23 @@ async fn a_deploy_answers_typed_versions_and_workers() {
     assert_eq!(secrets.secrets, ["API_KEY"]);
 
     // Secrets are bounded like [vars]: each value, and all together.
-    let too_big = admin
-        .send(
-            Method::PUT,
-            "/v1/workers/shop/secrets/BIG",
-            &serde_json::json!({ "value": "x".repeat(verge_manifest::MAX_VAR_BYTES + 1) }),
-        )
-        .await;
+    let admin = &admin;
+    let put_secret = |name: &str, value: String| {
+        let path = format!("/v1/workers/shop/secrets/{name}");
+        async move {
+            admin
+                .send(Method::PUT, &path, &serde_json::json!({ "value": value }))
+                .await
+        }
+    };
+    let too_big = put_secret("BIG", "x".repeat(verge_manifest::MAX_VAR_BYTES + 1)).await;
     assert_eq!(too_big.status, StatusCode::BAD_REQUEST);
     assert_eq!(too_big.code(), ErrorCode::Invalid);
     for n in 0..15 {
-        let put = admin
-            .send(
-                Method::PUT,
-                &format!("/v1/workers/shop/secrets/S{n}"),
-                &serde_json::json!({ "value": "y".repeat(4096) }),
-            )
-            .await;
+        let put = put_secret(&format!("S{n}"), "y".repeat(4096)).await;
         assert_eq!(put.status, StatusCode::NO_CONTENT, "secret {n}");
     }
-    let past_total = admin
-        .send(
-            Method::PUT,
-            "/v1/workers/shop/secrets/S15",
-            &serde_json::json!({ "value": "y".repeat(4096) }),
-        )
-        .await;
+    let past_total = put_secret("S15", "y".repeat(4096)).await;
     assert_eq!(past_total.status, StatusCode::BAD_REQUEST);
     assert!(
         String::from_utf8_lossy(&past_total.body).contains("the limit is 65536"),
@@ -344,13 +335,7 @@ async fn a_deploy_answers_typed_versions_and_workers() {
         String::from_utf8_lossy(&past_total.body)
     );
     // Replacing one does not count it twice.
-    let replaced = admin
-        .send(
-            Method::PUT,
-            "/v1/workers/shop/secrets/S0",
-            &serde_json::json!({ "value": "y".repeat(4096) }),
-        )
-        .await;
+    let replaced = put_secret("S0", "y".repeat(4096)).await;
     assert_eq!(replaced.status, StatusCode::NO_CONTENT);
 }
 

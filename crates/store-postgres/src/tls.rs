@@ -123,8 +123,8 @@ pub(crate) struct Rustls {
 impl Rustls {
     pub(crate) fn new(request: &TlsRequest) -> Result<Rustls, ConnectError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = match request.verify {
-            Verify::Nothing => Arc::new(Unchecked(provider.clone())),
+        let webpki = match request.verify {
+            Verify::Nothing => None,
             Verify::Chain | Verify::ChainAndName => {
                 let roots = Arc::new(roots(request.roots.as_ref())?);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
@@ -135,13 +135,13 @@ impl Rustls {
                             "give sslrootcert=PATH to a PEM file of the CA that signed it",
                         )
                     })?;
-                if request.verify == Verify::Chain {
-                    Arc::new(AnyName(webpki))
-                } else {
-                    webpki
-                }
+                Some((webpki, request.verify == Verify::ChainAndName))
             }
         };
+        let verifier = Arc::new(Verifier {
+            provider: provider.clone(),
+            webpki,
+        });
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| ConnectError::refused(format!("TLS: {e}"), "report this as a bug"))?
@@ -180,21 +180,36 @@ fn roots(path: Option<&PathBuf>) -> Result<rustls::RootCertStore, ConnectError> 
     Ok(store)
 }
 
-/// `require` and `prefer`: encrypted, the certificate taken as it is (as
-/// libpq does), the handshake's signatures still checked.
+/// Checks the server's certificate as far as the mode asks: not at all
+/// (`prefer`, `require`: encrypted, the certificate taken as it is, as libpq
+/// does), its chain (`verify-ca`: signed by a trusted root, any name), or
+/// its chain and name (`verify-full`). The handshake's signatures are
+/// checked whatever the mode.
 #[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    /// The chain's verifier, and whether the name must match.
+    webpki: Option<(Arc<WebPkiServerVerifier>, bool)>,
+}
 
-impl ServerCertVerifier for Unchecked {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some((webpki, check_name)) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -207,7 +222,7 @@ impl ServerCertVerifier for Unchecked {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -221,60 +236,14 @@ impl ServerCertVerifier for Unchecked {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted root; the name may be
-/// any.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -500,12 +500,7 @@ const SERVER_CERT: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 
 #[test]
 fn tls_follows_sslmode_as_libpq_does() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let schema = fresh_schema();
+    with_store(|_, schema| async move {
         let connect = |params: &str| {
             let url = url_with(params);
             let schema = schema.clone();
@@ -544,6 +539,5 @@ fn tls_follows_sslmode_as_libpq_does() {
         }
         let missing = connect("sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem").await;
         assert!(matches!(missing, Err(ConnectError::Refused { .. })));
-        drop_schema(&schema).await;
     });
 }
