@@ -385,16 +385,16 @@ async fn kv_routes_answer_typed_bodies_and_headers() {
 
     // Any value KV takes, the API takes (25 MiB, past the 10 MiB of a
     // component); one byte more is KV's refusal, with its reason.
-    let largest = vec![b'v'; verge_kv::MAX_VALUE_BYTES];
-    let put = admin
-        .call(
+    let put_big = |len: usize| {
+        admin.call(
             Method::PUT,
             "/v1/kv/namespaces/todos/values/big",
             Some(OPS),
             &[],
-            largest,
+            vec![b'v'; len],
         )
-        .await;
+    };
+    let put = put_big(verge_kv::MAX_VALUE_BYTES).await;
     assert_eq!(
         put.status,
         StatusCode::OK,
@@ -403,16 +403,7 @@ async fn kv_routes_answer_typed_bodies_and_headers() {
     );
     let big = admin.get("/v1/kv/namespaces/todos/values/big").await;
     assert_eq!(big.body.len(), verge_kv::MAX_VALUE_BYTES);
-    let over = vec![b'v'; verge_kv::MAX_VALUE_BYTES + 1];
-    let put = admin
-        .call(
-            Method::PUT,
-            "/v1/kv/namespaces/todos/values/big",
-            Some(OPS),
-            &[],
-            over,
-        )
-        .await;
+    let put = put_big(verge_kv::MAX_VALUE_BYTES + 1).await;
     assert_eq!(put.status, StatusCode::BAD_REQUEST);
     let refusal = String::from_utf8_lossy(&put.body).into_owned();
     assert!(refusal.contains("26214401"), "{refusal}");
