@@ -191,7 +191,12 @@ impl ConfigLayer {
                 "check the path given to --config or VERGE_CONFIG",
             )
         })?;
-        toml::from_str(&text).map_err(|e| {
+        ConfigLayer::parse(&text, path)
+    }
+
+    /// Parses the text of a config file read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigLayer, ConfigError> {
+        toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start].matches('\n').count() + 1)
@@ -505,6 +510,88 @@ fn parse_network(text: &str) -> Result<verge_runtime::IpNet, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod any_text {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: &[&str] = &[
+            "listen",
+            "admin_listen",
+            "data_dir",
+            "store",
+            "store_schema",
+            "domain",
+            "max_instances",
+            "max_instances_per_worker",
+            "memory_budget_mib",
+            "queue_timeout_ms",
+            "header_read_timeout_ms",
+            "body_read_timeout_ms",
+            "drain_timeout_s",
+            "pooling",
+            "error_detail",
+            "kv_cache_mib",
+            "store_listen",
+            "outbound_allow_networks",
+            "cpu_ms",
+            "wall_ms",
+            "memory_mib",
+            "body_mib",
+            "subrequests",
+            "name",
+            "token",
+            "read_only",
+            "listne",
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just(u64::MAX.to_string()),
+                Just("0".to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                ".{0,40}".prop_map(|s| format!("{s:?}")),
+                prop::collection::vec(".{0,20}", 0..4).prop_map(|v| format!("{v:?}")),
+                Just("\"10.0.0.0/8\"".to_string()),
+                Just("\"off\"".to_string()),
+                Just("\"127.0.0.1:0\"".to_string()),
+                Just("\"postgres://u@h/d\"".to_string()),
+                ".{0,10}",
+            ]
+        }
+
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => (prop::sample::select(KEYS), value()).prop_map(|(k, v)| format!("{k} = {v}")),
+                1 => Just("[ceilings]".to_string()),
+                1 => Just("[[admin_tokens]]".to_string()),
+                1 => ".{0,30}",
+            ]
+        }
+
+        proptest! {
+            /// Whatever a config file holds, the node gets a config or an
+            /// error that says what to fix: never a panic.
+            #[test]
+            fn any_config_text_is_a_config_or_an_error(lines in prop::collection::vec(line(), 0..16)) {
+                let text = lines.join("\n");
+                match ConfigLayer::parse(&text, Path::new("node.toml")) {
+                    Ok(layer) => {
+                        let layer = ConfigLayer {
+                            admin_tokens: vec![token("ops")],
+                            ..layer
+                        }
+                        .over(ConfigLayer::default());
+                        if let Err(e) = NodeConfig::from_layer(layer) {
+                            prop_assert!(!e.message.is_empty() && !e.help.is_empty());
+                        }
+                    }
+                    Err(e) => prop_assert!(e.message.starts_with("node.toml:"), "{e}"),
+                }
+            }
+        }
+    }
 
     fn token(name: &str) -> AdminToken {
         AdminToken {
