@@ -6,6 +6,12 @@
     time), each timed from A's answer until node B serves the new version
     (polled every 2 ms); then 200 KV writes through A's admin API, each timed
     until B's admin API reads the value back. p50 and p99 of each.
+  - new code everywhere: three nodes on a fresh schema, --deploys deploys
+    through A of a component never seen before (the fixtures with a custom
+    section naming the deploy, so each compiles to code of its own), each
+    timed from A's answer until B and C both serve it; once with a cluster
+    secret (B and C load the code A compiled) and once without (each node
+    compiles), interleaved deploy by deploy.
   - KV get latency: `verge-bench kv-latency`, small gets one at a time
     through the guests' Namespace API on SQLite, on PostgreSQL, and on
     PostgreSQL behind the nodes' read cache (warmed).
@@ -31,7 +37,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import FIXTURES, ROOT, run, wrk  # noqa: E402
-from node import TOKEN, admin, start_node  # noqa: E402
+from node import TOKEN, admin, start_node, with_custom_section  # noqa: E402
 
 
 def get(url, host):
@@ -114,12 +120,66 @@ def throughput(tmp, rounds, duration, connections):
             f"(p99 {p99_two:.2f} ms), {two / one:.2f}x")
 
 
+def new_code_everywhere(binary, tmp, postgres, deploys):
+    """ms from deploy answer until two other nodes serve a never-seen component, per trio."""
+    with open(FIXTURES, "rb") as f:
+        fixtures = f.read()
+    secret = os.path.join(tmp, "cluster-secret")
+    with open(secret, "w") as f:
+        f.write("bench-cluster-secret-0123456789")
+    trios, procs, schemas = {}, [], []
+    try:
+        for t, (name, extra) in enumerate([("shared", ["--cluster-secret-file", secret]), ("compiled", [])]):
+            schema = f"verge_bench_cluster_{name}_{os.getpid()}"
+            schemas.append(schema)
+            store = ["--store", postgres, "--store-schema", schema, *extra]
+            nodes = []
+            for n in range(3):
+                port = 18823 + 3 * t + n
+                proc, base = start_node(binary, port, port + 10, os.path.join(tmp, f"{name}{n}"), store)
+                procs.append(proc)
+                nodes.append((port, base))
+            trios[name] = nodes
+        times = {name: [] for name in trios}
+        for i in range(deploys):
+            for name, nodes in trios.items():
+                body = with_custom_section(fixtures, f"{name} deploy {i}")
+                digest = hashlib.sha256(body).hexdigest()
+                a_admin = nodes[0][1]
+                admin(a_admin, "PUT", f"/v1/components/{digest}", body, "application/wasm")
+                manifest = f'name = "app"\ncomponent = "fixtures.wasm"\n[vars]\nVERSION = "v{i}"\n'
+                admin(a_admin, "POST", "/v1/workers/app/versions", {"component": digest, "manifest": manifest})
+                start = time.perf_counter()
+                waiting = [port for port, _ in nodes[1:]]
+                while waiting:
+                    waiting = [p for p in waiting
+                               if get(f"http://127.0.0.1:{p}/env?name=VERSION", "app.localhost") != f"v{i}"]
+                    if time.perf_counter() - start > 30:
+                        raise SystemExit(f"{name} deploy {i} did not reach every node in 30 s")
+                    if waiting:
+                        time.sleep(0.002)
+                times[name].append((time.perf_counter() - start) * 1000)
+        return times
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for schema in schemas:
+            subprocess.run(["psql", postgres, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
+                           stderr=subprocess.DEVNULL)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--postgres", default="postgres://root@127.0.0.1:5432/test")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--deploys", type=int, default=50, help="new-code deploys per trio")
     args = ap.parse_args()
     run(["cargo", "build", "--release", "-p", "verge", "-p", "verge-bench", "-p", "verge-test-programs"])
     binary = os.path.join(ROOT, "target/release/verge")
@@ -166,6 +226,11 @@ def main():
                     raise SystemExit(f"write {i} not visible on B in 10 s")
             writes.append((time.perf_counter() - start) * 1000)
         hello = throughput(tmp, args.rounds, args.duration, args.connections)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=15)
+        procs = []
+        new_code = new_code_everywhere(binary, tmp, args.postgres, args.deploys)
     finally:
         for p in procs:
             p.send_signal(signal.SIGINT)
@@ -189,6 +254,11 @@ def main():
           f"includes one admin API round trip on B)")
     print(latency)
     print(hello)
+    for name, times in new_code.items():
+        p50, p99 = percentiles(times)
+        how = "B and C load the code A compiled" if name == "shared" else "each node compiles"
+        print(f"new code, deploy through A until B and C both serve it ({how}): "
+              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(times):.1f} ms ({len(times)} deploys)")
 
 
 if __name__ == "__main__":

@@ -532,6 +532,87 @@ fn deploys_rollbacks_secrets_and_deletes_through_one_node_reach_the_others() {
     });
 }
 
+/// How often each kind of component load happened on `node`: `hit` (its
+/// compile cache), `shared` (code from another node) or `miss` (compiled).
+fn loads(node: &Node, result: &str) -> u64 {
+    let text = node.admin_call("GET", "/metrics", None, None).text();
+    let series = format!("verge_component_loads_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn nodes_of_one_cluster_secret_run_code_one_of_them_compiled_and_trust_nothing_else() {
+    let schema = PgSchema::new();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = |name: &str, text: &str| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let ours = secret("ours", "0123456789abcdef-ours\n");
+    let theirs = secret("theirs", "0123456789abcdef-theirs");
+    let node = |secret: &str| {
+        Node::start(&[
+            "--store",
+            &schema.url,
+            "--store-schema",
+            &schema.name,
+            "--cluster-secret-file",
+            secret,
+        ])
+    };
+    let (a, b) = (node(&ours), node(&ours));
+    let project = worker("app", &fixtures(), "");
+    deploy(&a, project.path(), &[]);
+    eventually("the deploy reaching b", || {
+        b.get("app.localhost", "/plain").status == 200
+    });
+    assert_eq!((loads(&a, "miss"), loads(&a, "shared")), (1, 0));
+    // b ran a's code; a node with another secret does not.
+    assert_eq!((loads(&b, "miss"), loads(&b, "shared")), (0, 1));
+    assert_eq!(b.get("app.localhost", "/plain").text(), "hello world\n");
+    let other = node(&theirs);
+    assert_eq!(other.get("app.localhost", "/plain").status, 200);
+    assert_eq!((loads(&other, "miss"), loads(&other, "shared")), (1, 0));
+
+    // Code altered in the database is not run: a node starting now
+    // compiles, and serves.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let altered = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .execute(
+                &format!(
+                    "UPDATE {}.artifacts SET sealed = overlay(sealed placing '\\x90'::bytea \
+                     from length(sealed) / 2)",
+                    schema.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+    });
+    assert!(altered >= 1, "no shared code to alter");
+    let late = node(&ours);
+    assert_eq!(late.get("app.localhost", "/plain").status, 200);
+    assert_eq!((loads(&late, "miss"), loads(&late, "shared")), (1, 0));
+    assert!(
+        late.stderr()
+            .iter()
+            .any(|l| l.contains("does not carry this node's seal")),
+        "{:?}",
+        late.stderr()
+    );
+}
+
 /// A TCP proxy to PostgreSQL that a test can cut: every connection through
 /// it closes at once and new ones are refused until it is restored.
 struct Cable {

@@ -25,6 +25,70 @@ async fn version_ids(store: &dyn DeployStore, worker: &str) -> Vec<String> {
     versions.into_iter().map(|v| v.id).collect()
 }
 
+/// Compiled code shared between nodes: kept per component and engine,
+/// replaced by a later put, never for a component the store does not hold,
+/// gone with its component. A store that shares none keeps none.
+pub async fn artifact_store(store: &(impl DeployStore + SecretStore)) {
+    let code = |text: &'static str| Bytes::from(text);
+    store
+        .put_blob("art1", Bytes::from("component"))
+        .await
+        .unwrap();
+    store
+        .put_artifact("art1", "engine-a", code("a1"))
+        .await
+        .unwrap();
+    if !store.shares_artifacts() {
+        assert_eq!(store.artifact("art1", "engine-a").await.unwrap(), None);
+        return;
+    }
+    store
+        .put_artifact("art1", "engine-b", code("b1"))
+        .await
+        .unwrap();
+    store
+        .put_artifact("missing", "engine-a", code("x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.artifact("art1", "engine-a").await.unwrap(),
+        Some(code("a1"))
+    );
+    assert_eq!(
+        store.artifact("art1", "engine-b").await.unwrap(),
+        Some(code("b1"))
+    );
+    assert_eq!(store.artifact("art1", "engine-c").await.unwrap(), None);
+    assert_eq!(store.artifact("missing", "engine-a").await.unwrap(), None);
+    store
+        .put_artifact("art1", "engine-a", code("a2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.artifact("art1", "engine-a").await.unwrap(),
+        Some(code("a2"))
+    );
+    // The component goes when the last version using it does, and its code
+    // with it.
+    assert!(
+        store
+            .add_version(&version("art", "av1", "art1"))
+            .await
+            .unwrap()
+    );
+    let deployment = Deployment {
+        worker: "art".into(),
+        stable: "av1".into(),
+        canary: None,
+        updated_at: 1,
+        author: "ops".into(),
+    };
+    store.set_deployment(&deployment).await.unwrap();
+    assert!(store.delete_worker("art").await.unwrap());
+    assert_eq!(store.blob("art1").await.unwrap(), None);
+    assert_eq!(store.artifact("art1", "engine-a").await.unwrap(), None);
+}
+
 /// Blobs, versions (idempotent, newest first), deployments with and without
 /// a canary, pruning, and deleting a worker (its blobs only when unshared).
 /// Panics on the first difference.

@@ -23,6 +23,35 @@ pub trait DeployStore: Send + Sync {
     /// The component stored under `hash`.
     async fn blob(&self, hash: &str) -> Result<Option<Bytes>, StoreError>;
 
+    /// Keeps compiled code for the component of hash `component`, built by
+    /// an engine of compatibility key `engine`, as the compiling node
+    /// sealed it (replacing what that pair had: a node whose seal did not
+    /// verify compiled it again). Nothing is kept if the component is not
+    /// stored; the code goes when the component does. A store only one
+    /// node uses keeps none ([`DeployStore::shares_artifacts`]).
+    async fn put_artifact(
+        &self,
+        component: &str,
+        engine: &str,
+        sealed: Bytes,
+    ) -> Result<(), StoreError> {
+        let _ = (component, engine, sealed);
+        Ok(())
+    }
+
+    /// The compiled code kept for `component` and `engine`.
+    async fn artifact(&self, component: &str, engine: &str) -> Result<Option<Bytes>, StoreError> {
+        let _ = (component, engine);
+        Ok(None)
+    }
+
+    /// Whether nodes share compiled code through this store: a store that
+    /// several nodes use does; one node's own (its compile cache on disk
+    /// holds the same) does not.
+    fn shares_artifacts(&self) -> bool {
+        false
+    }
+
     /// Records a version whose blob is stored; `false` if it was recorded
     /// already (the record is left as it was).
     async fn add_version(&self, version: &Version) -> Result<bool, StoreError>;

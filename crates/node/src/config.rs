@@ -82,6 +82,10 @@ pub struct NodeConfig {
     /// Workers answer at `NAME.<domain>` besides their routes.
     pub domain: String,
     pub admin_tokens: Vec<AdminToken>,
+    /// The secret every node of a cluster shares, which lets a node run
+    /// code another node compiled (it seals that code in the store); `None`:
+    /// each node compiles what it runs.
+    pub cluster_secret: Option<String>,
     /// The highest limits a worker's manifest may ask for.
     pub ceilings: Limits,
     /// Requests running at once, all workers together.
@@ -137,6 +141,7 @@ pub struct ConfigLayer {
     pub domain: Option<String>,
     #[serde(default)]
     pub admin_tokens: Vec<AdminToken>,
+    pub cluster_secret: Option<String>,
     pub max_instances: Option<u32>,
     pub max_instances_per_worker: Option<u32>,
     pub memory_budget_mib: Option<u64>,
@@ -229,6 +234,7 @@ impl ConfigLayer {
                 .into_iter()
                 .chain(lower.admin_tokens)
                 .collect(),
+            cluster_secret: self.cluster_secret.or(lower.cluster_secret),
             max_instances: self.max_instances.or(lower.max_instances),
             max_instances_per_worker: self
                 .max_instances_per_worker
@@ -348,6 +354,26 @@ impl NodeConfig {
                     "give each [[admin_tokens]] entry its own name",
                 ));
             }
+        }
+
+        if let Some(secret) = &layer.cluster_secret
+            && (secret.len() < MIN_TOKEN_LEN || secret.bytes().any(|b| !b.is_ascii_graphic()))
+        {
+            return Err(error(
+                format!(
+                    "`cluster_secret` (--cluster-secret-file, VERGE_CLUSTER_SECRET) is {} \
+                     characters{}; at least {MIN_TOKEN_LEN} letters, digits or punctuation \
+                     are required",
+                    secret.len(),
+                    if secret.bytes().any(|b| !b.is_ascii_graphic()) {
+                        " with spaces or non-ASCII characters"
+                    } else {
+                        ""
+                    }
+                ),
+                "generate one with `openssl rand -hex 32` and give every node of the cluster \
+                 the same",
+            ));
         }
 
         let c = &layer.ceilings;
@@ -473,6 +499,7 @@ impl NodeConfig {
             store,
             domain,
             admin_tokens: layer.admin_tokens,
+            cluster_secret: layer.cluster_secret,
             ceilings,
             max_instances,
             max_instances_per_worker,
@@ -522,6 +549,7 @@ mod tests {
             "store",
             "store_schema",
             "domain",
+            "cluster_secret",
             "max_instances",
             "max_instances_per_worker",
             "memory_budget_mib",
@@ -684,6 +712,7 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:9000\"\ndomain = \"w.example.com\"\n\
+             cluster_secret = \"from-the-file-0123456789\"\n\
              [[admin_tokens]]\nname = \"ci\"\ntoken = \"0123456789abcdef\"\nread_only = true\n\
              [ceilings]\ncpu_ms = 200\n",
         )
@@ -696,6 +725,10 @@ mod tests {
         let config = NodeConfig::from_layer(flags.over(file)).unwrap();
         assert_eq!(config.listen.port(), 9001);
         assert_eq!(config.domain, "w.example.com");
+        assert_eq!(
+            config.cluster_secret.as_deref(),
+            Some("from-the-file-0123456789")
+        );
         assert_eq!(config.ceilings.cpu, Duration::from_millis(200));
         assert_eq!(config.admin_tokens[0].name, "ci");
         assert!(config.admin_tokens[0].read_only);
@@ -811,6 +844,20 @@ mod tests {
                     ..layer()
                 },
                 "VERGE_KV_CACHE_MIB",
+            ),
+            (
+                ConfigLayer {
+                    cluster_secret: Some("too-short".into()),
+                    ..layer()
+                },
+                "`cluster_secret` (--cluster-secret-file, VERGE_CLUSTER_SECRET) is 9 characters",
+            ),
+            (
+                ConfigLayer {
+                    cluster_secret: Some("a secret with spaces in it".into()),
+                    ..layer()
+                },
+                "with spaces or non-ASCII characters",
             ),
         ];
         for (layer, expected) in cases {

@@ -121,7 +121,7 @@ impl Metrics {
         );
         registry.register(
             "component_loads",
-            "Component loads, by compile-cache result (hit, miss)",
+            "Component loads, by where the code came from (hit: the compile cache; shared: another node, through the store; miss: compiled here)",
             compiles.clone(),
         );
         registry.register(
@@ -229,6 +229,7 @@ impl Metrics {
     pub fn record_load(&self, source: CompileSource) {
         let result = match source {
             CompileSource::Cache => "hit",
+            CompileSource::Shared => "shared",
             CompileSource::Compiled(_) => "miss",
         };
         self.compiles

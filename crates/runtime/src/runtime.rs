@@ -47,6 +47,10 @@ pub struct RuntimeConfig {
     pub pooling: bool,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// The secret every node of a cluster shares, which seals the compiled
+    /// code they share through their store ([`Runtime::seal`],
+    /// [`Runtime::load_shared`]); `None`: this node shares none.
+    pub code_secret: Option<Vec<u8>>,
     /// Period of the epoch ticker, which bounds how far a guest can overrun
     /// its CPU limit and how often a busy guest yields to other requests.
     pub epoch_tick: Duration,
@@ -67,6 +71,7 @@ impl Default for RuntimeConfig {
             memory_budget: crate::memory::default_budget(),
             pooling: true,
             cache_dir: None,
+            code_secret: None,
             epoch_tick: Duration::from_millis(1),
             sink: Arc::new(TracingSink),
             outbound_addresses: AddressPolicy::default(),
@@ -143,7 +148,11 @@ impl Runtime {
                 >(&mut linker, |state| state)
             })
             .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
-        let cache = CompileCache::new(&engine, config.cache_dir.clone());
+        let cache = CompileCache::new(
+            &engine,
+            config.cache_dir.clone(),
+            config.code_secret.clone(),
+        );
         start_epoch_ticker(&engine, config.epoch_tick)
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
         let permits = Arc::new(Semaphore::new(config.max_instances as usize));
@@ -255,9 +264,46 @@ impl Runtime {
         &self.config
     }
 
+    /// The engine's compatibility key: compiled code is shared between
+    /// nodes of the same key only.
+    pub fn engine_key(&self) -> &str {
+        self.cache.engine_key()
+    }
+
+    /// Whether this node shares compiled code (it has a code secret).
+    pub fn shares_code(&self) -> bool {
+        self.cache.shares_code()
+    }
+
+    /// Whether the component of `hash` is compiled on this node already
+    /// (in use, or in the compile cache), so a load needs no shared code.
+    pub fn compiled_here(&self, hash: &str) -> bool {
+        self.cache.has(hash)
+    }
+
+    /// The worker's compiled code, sealed for the other nodes of the
+    /// cluster; `None` when this node shares no code.
+    pub fn seal(&self, worker: &Worker) -> Option<anyhow::Result<Vec<u8>>> {
+        self.cache
+            .seal(worker.hash(), worker.pre.instance_pre().component())
+    }
+
     /// Compiles (or loads from the cache) and links a component, ready to
     /// serve requests. Nothing about the node changes if this fails.
     pub fn load(self: &Arc<Self>, spec: WorkerSpec) -> Result<(Worker, CompileSource), LoadError> {
+        self.load_shared(spec, None)
+    }
+
+    /// [`Runtime::load`], taking the compiled code from `shared` when this
+    /// node has none of its own: code another node sealed
+    /// ([`Runtime::seal`]). Code whose seal does not verify under this
+    /// node's secret, or that does not run on this engine, is not used: the
+    /// component is compiled here.
+    pub fn load_shared(
+        self: &Arc<Self>,
+        spec: WorkerSpec,
+        shared: Option<&[u8]>,
+    ) -> Result<(Worker, CompileSource), LoadError> {
         if spec.component.len() > MAX_COMPONENT_SIZE {
             return Err(LoadError::TooLarge {
                 size: spec.component.len(),
@@ -268,7 +314,7 @@ impl Runtime {
         let hash = component_hash(&spec.component);
         let (component, source, code) =
             self.cache
-                .load_or_compile(&self.engine, &hash, &spec.component)?;
+                .load_or_compile(&self.engine, &hash, &spec.component, shared)?;
         let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)

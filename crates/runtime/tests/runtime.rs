@@ -253,3 +253,70 @@ fn the_compile_cache_is_keyed_by_content() {
     let (_, again) = runtime.load(fixtures()).unwrap();
     assert!(matches!(again, CompileSource::Compiled(_)));
 }
+
+fn sharing_runtime(secret: Option<&str>, cache: &std::path::Path) -> Arc<Runtime> {
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.to_path_buf()),
+        code_secret: secret.map(|s| s.as_bytes().to_vec()),
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_sealed_by_one_node_runs_on_another_and_nothing_else_does() {
+    const SECRET: &str = "0123456789abcdef-cluster";
+    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = sharing_runtime(Some(SECRET), dirs[0].path());
+    let (compiled, source) = a.load(fixtures()).unwrap();
+    assert!(matches!(source, CompileSource::Compiled(_)), "{source:?}");
+    let sealed = a.seal(&compiled).unwrap().unwrap();
+    let hash = compiled.hash().to_string();
+
+    // A node with the same secret runs it without compiling, and keeps it
+    // in its own cache for its next start.
+    let b = sharing_runtime(Some(SECRET), dirs[1].path());
+    assert!(!b.compiled_here(&hash));
+    assert_eq!(a.engine_key(), b.engine_key());
+    let (shared, source) = b.load_shared(fixtures(), Some(&sealed)).unwrap();
+    assert_eq!(source, CompileSource::Shared);
+    assert!(b.compiled_here(&hash));
+    let (status, body) = with_server(&b, fixtures(), |url| get(&format!("{url}/plain"))).await;
+    assert_eq!((status, body.as_str()), (200, "hello world\n"));
+    drop(shared);
+    let restarted = sharing_runtime(Some(SECRET), dirs[1].path());
+    assert_eq!(restarted.load(fixtures()).unwrap().1, CompileSource::Cache);
+
+    // Everything else compiles here: another cluster's secret, one altered
+    // byte of code, the seal of another component, no secret at all.
+    let mut altered = sealed.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let other = || {
+        WorkerSpec::new(
+            "wstd",
+            verge_test_programs::read(verge_test_programs::WSTD_HELLO),
+        )
+    };
+    let cases: [(&str, Option<&str>, WorkerSpec, &[u8]); 4] = [
+        (
+            "another secret",
+            Some("another-cluster-secret"),
+            fixtures(),
+            &sealed,
+        ),
+        ("an altered byte", Some(SECRET), fixtures(), &altered),
+        ("another component", Some(SECRET), other(), &sealed),
+        ("no secret", None, fixtures(), &sealed),
+    ];
+    for ((case, secret, spec, code), dir) in cases.into_iter().zip(&dirs[2..]) {
+        let node = sharing_runtime(secret, dir.path());
+        let (worker, source) = node.load_shared(spec, Some(code)).unwrap();
+        assert!(
+            matches!(source, CompileSource::Compiled(_)),
+            "{case}: {source:?}"
+        );
+        assert_eq!(node.seal(&worker).is_some(), secret.is_some(), "{case}");
+    }
+}

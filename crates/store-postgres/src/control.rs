@@ -129,6 +129,44 @@ impl DeployStore for PgControl {
         Ok(row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0))))
     }
 
+    async fn put_artifact(
+        &self,
+        component: &str,
+        engine: &str,
+        sealed: Bytes,
+    ) -> Result<(), StoreError> {
+        // The component may have been deleted meanwhile: then there is
+        // nothing to attach the code to, and nothing is stored.
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO artifacts (component, engine, sealed)
+                 SELECT hash, $2, $3 FROM components WHERE hash = $1
+                 ON CONFLICT (component, engine) DO UPDATE SET sealed = EXCLUDED.sealed",
+                &[&component, &engine, &&sealed[..]],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn artifact(&self, component: &str, engine: &str) -> Result<Option<Bytes>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT sealed FROM artifacts WHERE component = $1 AND engine = $2",
+                &[&component, &engine],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0))))
+    }
+
+    fn shares_artifacts(&self) -> bool {
+        true
+    }
+
     async fn add_version(&self, v: &Version) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;

@@ -92,6 +92,16 @@ CREATE TABLE cron_runs (
     PRIMARY KEY (worker, cron, tick)
 );
 ",
+    // Compiled code, sealed by the node that compiled it, for the others
+    // of the same engine; it goes with its component.
+    "
+CREATE TABLE artifacts (
+    component TEXT NOT NULL REFERENCES components (hash) ON DELETE CASCADE,
+    engine    TEXT NOT NULL,
+    sealed    BYTEA NOT NULL,
+    PRIMARY KEY (component, engine)
+);
+",
 ];
 
 /// Creates `schema` and brings its tables to the newest version. Nodes

@@ -257,6 +257,7 @@ fn the_control_store_conforms() {
     with_store(|store, _| async move {
         let control = store.control();
         verge_deploy::conformance::deploy_store(&control).await;
+        verge_deploy::conformance::artifact_store(&control).await;
         verge_deploy::conformance::secret_store(&control).await;
     });
 }

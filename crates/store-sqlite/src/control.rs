@@ -443,6 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteControl::open(&dir.path().join("control.db")).unwrap();
         conformance::deploy_store(&store).await;
+        conformance::artifact_store(&store).await;
         conformance::secret_store(&store).await;
     }
 

@@ -158,7 +158,8 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
         let deployed = deploy_local(&node, &manifest, built).await?;
         let style = Style::stderr();
         match deployed.compile {
-            CompileSource::Cache => eprintln!(
+            // A dev node shares no code: `Shared` is a cluster's.
+            CompileSource::Cache | CompileSource::Shared => eprintln!(
                 "{} {} ({}) from the compile cache",
                 style.green("Loaded"),
                 manifest.name,

@@ -68,6 +68,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "VERGE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
 
+    /// A file holding the cluster secret, the same on every node sharing a
+    /// store: with it, nodes run code another node compiled instead of
+    /// compiling it. It can also come from the VERGE_CLUSTER_SECRET
+    /// variable, never from a flag.
+    #[arg(long, env = "VERGE_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+
     /// Requests served at once, all workers together [default: 1000].
     #[arg(long, env = "VERGE_MAX_INSTANCES")]
     max_instances: Option<u32>,
@@ -173,6 +180,22 @@ impl ServeArgs {
                 read_only: false,
             });
         }
+        let cluster_secret = match &self.cluster_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!(
+                            "cannot read the cluster secret file {} (--cluster-secret-file)",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("VERGE_CLUSTER_SECRET")
+                .ok()
+                .map(|s| s.trim().to_string()),
+        };
         Ok(ConfigLayer {
             listen: self.listen.clone(),
             admin_listen: self.admin_listen.clone(),
@@ -181,6 +204,7 @@ impl ServeArgs {
             store_schema: self.store_schema.clone(),
             domain: self.domain.clone(),
             admin_tokens,
+            cluster_secret,
             max_instances: self.max_instances,
             max_instances_per_worker: self.max_instances_per_worker,
             memory_budget_mib: self.memory_budget_mib,

@@ -97,16 +97,63 @@ impl Node {
         let kv = self.kv_bindings(manifest, to_create).await?;
         let secrets = self.stores.secrets.secrets(&version.worker).await?;
         let spec = worker_spec(manifest, component, &secrets, kv, self.config.error_detail);
+        let shared = self.shared_code(&version.component).await;
         let runtime = self.runtime.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(spec))
-            .await
-            .map_err(|e| invalid(format!("loading the component failed: {e}"), "retry"))?;
-        match loaded {
-            Ok((worker, source)) => {
-                self.metrics.record_load(source);
-                Ok((Arc::new(worker), source))
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (worker, source) = runtime.load_shared(spec, shared.as_deref())?;
+            // What this node compiled, the others need not.
+            let sealed = match source {
+                CompileSource::Compiled(_) => runtime.seal(&worker),
+                CompileSource::Cache | CompileSource::Shared => None,
+            };
+            Ok::<_, LoadError>((worker, source, sealed))
+        })
+        .await
+        .map_err(|e| invalid(format!("loading the component failed: {e}"), "retry"))?;
+        let (worker, source, sealed) = loaded.map_err(load_error)?;
+        self.metrics.record_load(source);
+        // Stored before the caller records the version: a node that learns
+        // of it finds the code already there. Failing to share costs the
+        // others a compile, not this load.
+        match sealed {
+            Some(Ok(sealed)) => {
+                if let Err(e) = self
+                    .stores
+                    .deploys
+                    .put_artifact(&version.component, self.runtime.engine_key(), sealed.into())
+                    .await
+                {
+                    tracing::warn!(component = %version.component, "cannot share the compiled code through the store, other nodes will compile it: {e}");
+                }
             }
-            Err(e) => Err(load_error(e)),
+            Some(Err(e)) => {
+                tracing::warn!(component = %version.component, "cannot serialize the compiled code to share it: {e:#}");
+            }
+            None => {}
+        }
+        Ok((Arc::new(worker), source))
+    }
+
+    /// Code another node compiled for the component of `hash`, if this node
+    /// shares code and has none of its own.
+    async fn shared_code(&self, hash: &str) -> Option<bytes::Bytes> {
+        if !self.runtime.shares_code() || self.runtime.compiled_here(hash) {
+            return None;
+        }
+        match self
+            .stores
+            .deploys
+            .artifact(hash, self.runtime.engine_key())
+            .await
+        {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::warn!(
+                    component = hash,
+                    "cannot read shared compiled code, compiling here: {e}"
+                );
+                None
+            }
         }
     }
 

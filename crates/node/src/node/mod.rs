@@ -151,6 +151,12 @@ impl Node {
             body_read_timeout: config.body_read_timeout,
             pooling: config.pooling,
             cache_dir: Some(config.data_dir.join("compiled")),
+            // Code is shared only where other nodes can read it.
+            code_secret: config
+                .cluster_secret
+                .as_ref()
+                .filter(|_| stores.deploys.shares_artifacts())
+                .map(|secret| secret.as_bytes().to_vec()),
             sink,
             outbound_addresses: AddressPolicy::new(
                 config.outbound_allow_networks.clone(),
@@ -158,6 +164,12 @@ impl Node {
             ),
             ..RuntimeConfig::default()
         })?;
+        if stores.deploys.shares_artifacts() && config.cluster_secret.is_none() && !config.dev {
+            tracing::info!(
+                "each node compiles the workers it runs: set the same `cluster_secret` \
+                 (VERGE_CLUSTER_SECRET) on every node to share compiled code through the store"
+            );
+        }
         let node = Arc::new(Node {
             registry: Arc::new(Registry::new(&config.domain, config.dev)),
             config,
