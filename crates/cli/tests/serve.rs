@@ -234,11 +234,13 @@ fn the_hello_example_builds_and_serves() {
     // build goes to the workspace's target directory, not into the example.
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples");
+    // Held to the end: the node writes into it, and it goes with the test.
+    let data = tempfile::tempdir().unwrap();
     let mut child = verge()
         .arg("dev")
         .arg(&example)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(tempfile::tempdir().unwrap().path())
+        .arg(data.path())
         .env("CARGO_TARGET_DIR", &target)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
