@@ -23,12 +23,21 @@ ratios against one/single (the routing and per-worker cost). It also reads
 the nodes' resident memory once idle, before and after deploying, for the
 idle RSS per deployed worker.
 
+With --many N (1000, say) it measures instead one node holding N workers
+of distinct code: the deploys, the idle RSS once they are in, requests that
+each go to the least recently used worker (w0, w1 ... in turn, one at a
+time on one keep-alive connection, three passes), and a restart: how long
+until the node answers, whether any worker compiled again
+(`verge_component_loads_total`), and the first request to each worker.
+
 Usage: python3 bench/node.py [--rounds 3] [--duration 10] [--connections 16]
-Needs wrk (apt-get install wrk).
+       python3 bench/node.py --many 1000
+Needs wrk (apt-get install wrk) for the first form.
 """
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -72,7 +81,7 @@ def start_node(binary, data_port, admin_port, data_dir, extra=()):
          "--admin-listen", f"127.0.0.1:{admin_port}", "--data-dir", data_dir, *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{admin_port}"
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while time.time() < deadline:
         try:
             with urllib.request.urlopen(base + "/healthz", timeout=2):
@@ -112,12 +121,96 @@ def settle():
     time.sleep(2)
 
 
+def loads(base):
+    """verge_component_loads_total by result, from the node's /metrics."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("verge_component_loads_total{"):
+            result = line.split('result="')[1].split('"')[0]
+            counts[result] = int(float(line.split()[-1]))
+    return counts
+
+
+def requests_in_turn(port, names, passes):
+    """ms of each request, every one to the next worker in `names` (so to
+    the least recently used), one at a time on one connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    times = []
+    for _ in range(passes):
+        for name in names:
+            start = time.perf_counter()
+            conn.request("GET", "/plain", headers={"Host": f"{name}.localhost"})
+            r = conn.getresponse()
+            r.read()
+            times.append((time.perf_counter() - start) * 1000)
+            if r.status != 200:
+                raise SystemExit(f"{name}: {r.status}")
+    conn.close()
+    return times
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def many(binary, component, n):
+    tmp = tempfile.mkdtemp(prefix="verge-node-many-")
+    data = os.path.join(tmp, "node")
+    names = [f"w{i}" for i in range(n)]
+    proc = None
+    try:
+        proc, base = start_node(binary, 18805, 18815, data)
+        settle()
+        rss_empty = rss_kib(proc.pid)
+        t0 = time.time()
+        deploy(base, names, component, distinct=True)
+        deploy_s = time.time() - t0
+        settle()
+        rss_idle = rss_kib(proc.pid)
+        lru = requests_in_turn(18805, names, 3)
+        rss_after = rss_kib(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+        t0 = time.time()
+        proc, base = start_node(binary, 18805, 18815, data)
+        start_s = time.time() - t0
+        first = requests_in_turn(18805, names, 1)
+        after_restart = loads(base)
+    finally:
+        if proc:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{n} workers of distinct code on one node")
+    print(f"  deploying them: {deploy_s:.1f} s ({deploy_s * 1000 / n:.0f} ms each, compiling each)")
+    print(f"  idle RSS: {rss_idle / 1024:.0f} MiB ({rss_empty / 1024:.0f} MiB empty; "
+          f"{(rss_idle - rss_empty) / n:.0f} KiB per worker); after the requests {rss_after / 1024:.0f} MiB")
+    print(f"  a request to the least recently used worker ({len(lru)} requests, in turn): "
+          f"p50 {pct(lru, 0.5):.2f} ms, p99 {pct(lru, 0.99):.2f} ms, max {max(lru):.2f} ms")
+    print(f"  restart: answering after {start_s:.1f} s; loads since {after_restart} "
+          f"(miss = compiled); first request to each worker p50 {pct(first, 0.5):.2f} ms, "
+          f"p99 {pct(first, 0.99):.2f} ms, max {max(first):.2f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--many", type=int, help="measure one node with this many workers of distinct code")
     args = ap.parse_args()
+    if args.many:
+        run(["cargo", "build", "--release", "-p", "verge", "-p", "verge-test-programs"])
+        with open(FIXTURES, "rb") as f:
+            many(os.path.join(ROOT, "target/release/verge"), f.read(), args.many)
+        return
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
     run(["cargo", "build", "--release", "-p", "verge", "-p", "verge-test-programs"])
