@@ -37,7 +37,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import FIXTURES, ROOT, run, wrk  # noqa: E402
-from node import TOKEN, admin, start_node, with_custom_section  # noqa: E402
+from node import TOKEN, admin, start_node, stop, with_custom_section  # noqa: E402
 
 
 def get(url, host):
@@ -120,6 +120,11 @@ def throughput(tmp, rounds, duration, connections):
             f"(p99 {p99_two:.2f} ms), {two / one:.2f}x")
 
 
+def drop_schema(postgres, schema):
+    subprocess.run(["psql", postgres, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
+                   stderr=subprocess.DEVNULL)
+
+
 def new_code_everywhere(binary, tmp, postgres, deploys):
     """ms from deploy answer until two other nodes serve a never-seen component, per trio."""
     with open(FIXTURES, "rb") as f:
@@ -161,16 +166,9 @@ def new_code_everywhere(binary, tmp, postgres, deploys):
                 times[name].append((time.perf_counter() - start) * 1000)
         return times
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(*procs)
         for schema in schemas:
-            subprocess.run(["psql", postgres, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
-                           stderr=subprocess.DEVNULL)
+            drop_schema(postgres, schema)
 
 
 def main():
@@ -226,21 +224,12 @@ def main():
                     raise SystemExit(f"write {i} not visible on B in 10 s")
             writes.append((time.perf_counter() - start) * 1000)
         hello = throughput(tmp, args.rounds, args.duration, args.connections)
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-            p.wait(timeout=15)
+        stop(*procs)
         procs = []
         new_code = new_code_everywhere(binary, tmp, args.postgres, args.deploys)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        subprocess.run(["psql", args.postgres, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
-                       stderr=subprocess.DEVNULL)
+        stop(*procs)
+        drop_schema(args.postgres, schema)
 
     latency = subprocess.run(
         [os.path.join(ROOT, "target/release/verge-bench"), "kv-latency", tmp, args.postgres],

@@ -32,7 +32,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from node import admin, deploy, rss_kib, start_node  # noqa: E402
+from node import admin, deploy, rss_kib, start_node, stop  # noqa: E402
 from run import FIXTURES, ROOT, run  # noqa: E402
 
 DATA, ADMIN = 18901, 18911
@@ -199,12 +198,7 @@ def main():
         time.sleep(6)
         rss_scenarios = rss_kib(proc.pid)
     finally:
-        if proc:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
     alone = results[0][1]

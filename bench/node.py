@@ -91,6 +91,20 @@ def start_node(binary, data_port, admin_port, data_dir, extra=()):
     raise SystemExit("verge serve did not start")
 
 
+def stop(*procs, timeout=15):
+    """SIGINT to every node, as an operator stops one; SIGKILL to any that
+    has not exited after `timeout` seconds."""
+    procs = [p for p in procs if p]
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def deploy(base, names, component, distinct=False):
     for name in names:
         body = with_custom_section(component, name) if distinct else component
@@ -172,8 +186,7 @@ def many(binary, component, n):
         rss_idle = rss_kib(proc.pid)
         lru = requests_in_turn(18805, names, 3)
         rss_after = rss_kib(proc.pid)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        stop(proc, timeout=30)
 
         t0 = time.time()
         proc, base = start_node(binary, 18805, 18815, data)
@@ -181,12 +194,7 @@ def many(binary, component, n):
         first = requests_in_turn(18805, names, 1)
         after_restart = loads(base)
     finally:
-        if proc:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc, timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{n} workers of distinct code on one node")
     print(f"  deploying them: {deploy_s:.1f} s ({deploy_s * 1000 / n:.0f} ms each, compiling each)")
@@ -275,13 +283,7 @@ end
         rss_after = rss_kib(procs["hundred"].pid)
         rss_distinct_after = rss_kib(procs["distinct"].pid)
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGINT)
-        for p in procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(*procs.values())
         shutil.rmtree(tmp, ignore_errors=True)
 
     med = {n: [statistics.median(x[i] for x in rs) for i in range(4)] for n, rs in results.items()}
