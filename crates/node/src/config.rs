@@ -357,7 +357,8 @@ impl NodeConfig {
         }
 
         if let Some(secret) = &layer.cluster_secret
-            && (secret.len() < MIN_TOKEN_LEN || secret.bytes().any(|b| !b.is_ascii_graphic()))
+            && let odd = secret.bytes().any(|b| !b.is_ascii_graphic())
+            && (odd || secret.len() < MIN_TOKEN_LEN)
         {
             return Err(error(
                 format!(
@@ -365,7 +366,7 @@ impl NodeConfig {
                      characters{}; at least {MIN_TOKEN_LEN} letters, digits or punctuation \
                      are required",
                     secret.len(),
-                    if secret.bytes().any(|b| !b.is_ascii_graphic()) {
+                    if odd {
                         " with spaces or non-ASCII characters"
                     } else {
                         ""

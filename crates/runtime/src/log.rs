@@ -33,9 +33,7 @@ impl RequestId {
         }
         RequestId(u64::from(left) << 32 | u64::from(right))
     }
-}
 
-impl RequestId {
     /// The id as it is written: 16 lowercase hex digits.
     pub(crate) fn hex(&self) -> [u8; 16] {
         let mut out = [0u8; 16];
@@ -356,23 +354,22 @@ impl RequestSink for TracingSink {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn millis_and_ids_are_written_as_formatting_would() {
-        use std::time::Duration;
         for micros in [0, 7, 999, 1_000, 1_001, 12_345, 50_000_000, u64::MAX] {
             let d = Duration::from_micros(micros);
             assert_eq!(
-                super::millis(d),
+                millis(d),
                 format!("{}.{:03}", micros / 1000, micros % 1000),
                 "{micros} µs"
             );
         }
         for raw in [0, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
-            assert_eq!(super::RequestId(raw).to_string(), format!("{raw:016x}"));
+            assert_eq!(RequestId(raw).to_string(), format!("{raw:016x}"));
         }
     }
-
-    use super::*;
 
     #[test]
     fn what_a_terminal_would_act_on_is_escaped() {

@@ -168,30 +168,18 @@ impl ServeArgs {
             });
         }
         if let Some(path) = &self.admin_token_file {
-            let token = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "cannot read the admin token file {} (--admin-token-file)",
-                    path.display()
-                )
-            })?;
             admin_tokens.push(AdminToken {
                 name: "admin-file".into(),
-                token: token.trim().to_string(),
+                token: read_secret_file(path, "admin token", "--admin-token-file")?,
                 read_only: false,
             });
         }
         let cluster_secret = match &self.cluster_secret_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| {
-                        format!(
-                            "cannot read the cluster secret file {} (--cluster-secret-file)",
-                            path.display()
-                        )
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
+            Some(path) => Some(read_secret_file(
+                path,
+                "cluster secret",
+                "--cluster-secret-file",
+            )?),
             None => std::env::var("VERGE_CLUSTER_SECRET")
                 .ok()
                 .map(|s| s.trim().to_string()),
@@ -222,6 +210,14 @@ impl ServeArgs {
             dev: false,
         })
     }
+}
+
+/// The secret in the file `flag` names, without the line end an editor
+/// leaves.
+fn read_secret_file(path: &std::path::Path, what: &str, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} file {} ({flag})", path.display()))?;
+    Ok(text.trim().to_string())
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
