@@ -402,9 +402,27 @@ fn a_worker_takes_at_most_its_share_of_the_memory_budget() {
     succeed(node.cli().arg("deploy").arg(other.path()));
 
     std::thread::scope(|scope| {
-        let flood =
-            scope.spawn(|| at_once(&node, "hog.localhost", "/alloc?mib=90&hold_ms=4000", 3));
-        std::thread::sleep(Duration::from_millis(700));
+        // One after another, 300 ms apart: three growing at the very same
+        // moment can each be refused part of the way, all three together.
+        let flood = scope.spawn(|| {
+            std::thread::scope(|inner| {
+                let handles: Vec<_> = (0..3u64)
+                    .map(|i| {
+                        let node = &node;
+                        inner.spawn(move || {
+                            std::thread::sleep(Duration::from_millis(300 * i));
+                            let reply = node.get("hog.localhost", "/alloc?mib=90&hold_ms=4000");
+                            (reply.status, reply.text())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        });
+        std::thread::sleep(Duration::from_millis(1300));
         // The node still has room for another worker's large request.
         let reply = node.get("other.localhost", "/alloc?mib=90");
         assert_eq!(reply.status, 200, "{}", reply.text());
